@@ -1,0 +1,281 @@
+"""The `ccapo` command: demo, score, bench, faithfulness, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ccapo.config import ScoringConfig
+from ccapo.interventions import INTERVENTIONS
+from ccapo.scorer import Scorer, TraceError
+from ccapo.trace import Trace
+
+logger = logging.getLogger("ccapo")
+stderr = Console(stderr=True)
+SEGMENTERS = ("calc", "sentence", "line", "window")
+SCHEMES = ("paper", "normalized", "uniform", "inverted", "random")
+CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and progress moves
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr, show_path=False)],
+    )
+    logging.getLogger("ccapo").setLevel(logging.INFO)
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # our own progress display is enough
+    return args.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ccapo", description="Counterfactual span importance for reasoning traces.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log from transformers and friends too")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="score the bundled example traces and show them")
+    _model_args(demo)
+    _scoring_args(demo)
+    demo.set_defaults(run=_demo)
+
+    score = sub.add_parser("score", help="score a JSONL file of traces")
+    score.add_argument("traces", type=Path, help="JSONL, one trace object per line ('-' for stdin)")
+    score.add_argument("-o", "--output", type=Path, help="JSONL of results, one per input line (default: stdout)")
+    score.add_argument("--pretty", action="store_true", help="show spans colored by drop in the terminal")
+    _model_args(score)
+    _scoring_args(score)
+    score.set_defaults(run=_score)
+
+    bench = sub.add_parser("bench", help="the fast engine against the naive reference on gsm_symbolic traces")
+    bench.add_argument("-n", type=int, default=32, help="traces (default 32)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--no-reference", action="store_true", help="skip the (slow) naive reference")
+    _model_args(bench)
+    _scoring_args(bench)
+    bench.set_defaults(run=_bench)
+
+    faith = sub.add_parser("faithfulness", help="do calculation lines out-score planted filler lines?")
+    faith.add_argument("-n", type=int, default=30, help="traces (default 30)")
+    faith.add_argument("--seed", type=int, default=0)
+    faith.add_argument("--fillers", type=int, default=2, help="filler lines planted per trace")
+    faith.add_argument("--interventions", nargs="+", choices=INTERVENTIONS, default=list(INTERVENTIONS))
+    _model_args(faith)
+    faith.set_defaults(run=_faithfulness)
+
+    models = sub.add_parser("models", help="show the converted models in the cache")
+    models.set_defaults(run=_models)
+    return parser
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="HF hub id, local directory or .gguf file (default: bundled SmolLM2-135M)")
+    group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: fp32 on CPU, bf16 on GPU")
+    group.add_argument("--trust-remote-code", action="store_true")
+    group.add_argument("--max-batch-tokens", type=int, help="tokens per forward pass")
+
+
+def _scoring_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scoring")
+    group.add_argument("--segmenter", choices=SEGMENTERS, default="calc")
+    group.add_argument("--intervention", choices=INTERVENTIONS, default=ScoringConfig().intervention)
+    group.add_argument("--target", choices=("completion", "reference"), default="completion")
+    group.add_argument("--max-spans", type=int, default=10)
+    group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
+    group.add_argument("--scheme", choices=SCHEMES, default="paper", help="token weight scheme")
+
+
+def _config(args: argparse.Namespace) -> ScoringConfig:
+    return ScoringConfig(
+        segmenter=args.segmenter,
+        intervention=args.intervention,
+        target=args.target,
+        max_spans=args.max_spans,
+        placeholder=args.placeholder,
+        weights={"scheme": args.scheme},
+    )
+
+
+def _load(args: argparse.Namespace) -> Scorer:
+    with stderr.status(f"loading {args.model or 'the default model'}"):
+        return Scorer.from_pretrained(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            max_batch_tokens=args.max_batch_tokens,
+        )
+
+
+@contextmanager
+def _progress(description: str, total: int) -> Iterator[Any]:
+    """A progress bar on stderr; yields a callback(done, total) for the part it is given."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda advance: bar.advance(task, advance)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ccapo.display import render_importance
+    from ccapo.examples import load_examples
+
+    scorer = _load(args)
+    traces = load_examples()
+    with _progress("scoring examples", len(traces)) as advance:
+        results = scorer.score(traces, _config(args), progress=_advance_by_done(advance))
+    render_importance(results, Console())
+    return 0
+
+
+def _advance_by_done(advance: Any) -> Any:
+    """Turn the engine's (done, total) callback into progress-bar advances."""
+    seen = [0]
+
+    def report(done: int, total: int) -> None:
+        advance(done - seen[0])
+        seen[0] = done
+
+    return report
+
+
+def _read_traces(stream: TextIO) -> Iterator[tuple[int, Trace | str]]:
+    """(line number, trace or error message) for each non-blank line."""
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, Trace.model_validate(json.loads(line))
+        except json.JSONDecodeError as err:
+            yield number, f"not valid JSON: {err}"
+        except ValidationError as err:
+            yield number, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'trace'}: {e['msg']}" for e in err.errors())
+
+
+def _score(args: argparse.Namespace) -> int:
+    config = _config(args)
+    stream = sys.stdin if str(args.traces) == "-" else args.traces.open(encoding="utf-8")
+    with stream:
+        lines = list(_read_traces(stream))
+    scorer = _load(args)
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    failed = 0
+    shown = []
+    with out, _progress("scoring", len(lines)) as advance:
+        for start in range(0, len(lines), CHUNK):
+            chunk = lines[start : start + CHUNK]
+            records = _score_chunk(scorer, chunk, config)
+            for (number, _), record in zip(chunk, records, strict=True):
+                if "error" in record:
+                    failed += 1
+                    stderr.print(f"[red]line {number}:[/red] {record['error']}")
+                elif args.pretty:
+                    shown.append(record)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            advance(len(chunk))
+    if args.pretty:
+        from ccapo.display import render_importance
+        from ccapo.result import TraceImportance
+
+        render_importance([TraceImportance.from_dict(r) for r in shown], Console())
+    if failed:
+        stderr.print(f"[yellow]{failed} of {len(lines)} lines failed; the rest were scored[/yellow]")
+    return 1 if failed else 0
+
+
+def _score_chunk(scorer: Scorer, chunk: list[tuple[int, Trace | str]], config: ScoringConfig) -> list[dict]:
+    """Results for a chunk of lines; a bad trace gets an error record and never fails the others."""
+    records: list[dict | None] = [{"line": n, "error": t} if isinstance(t, str) else None for n, t in chunk]
+    while True:
+        pending = [i for i, r in enumerate(records) if r is None]
+        try:
+            results = scorer.score([chunk[i][1] for i in pending], config)
+        except TraceError as err:  # raised before any model work: drop that trace and go again
+            i = pending[err.trace_index]
+            records[i] = {"line": chunk[i][0], "error": err.detail}
+            continue
+        for i, result in zip(pending, results, strict=True):
+            records[i] = result.to_dict()
+        return records  # type: ignore[return-value]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ccapo.benchmark import run_benchmark
+
+    scorer = _load(args)
+    with stderr.status(f"benchmarking on {args.n} gsm_symbolic traces"):
+        result = run_benchmark(scorer, args.n, args.seed, _config(args), reference=not args.no_reference)
+    table = Table(title=f"{scorer.model_id} on {scorer.model.device} ({scorer.model.dtype}), {result.traces} traces")
+    for column in ("engine", "traces/s", "cf tokens/s", "seconds", "counterfactuals", "forward tokens"):
+        table.add_column(column, justify="right")
+    for timing in (result.reference, result.engine):
+        if timing is not None:
+            table.add_row(
+                timing.name,
+                f"{timing.traces_per_s(result.traces):.2f}",
+                f"{timing.tokens_per_s:,.0f}",
+                f"{timing.seconds:.1f}",
+                str(timing.counterfactuals),
+                f"{timing.forward_tokens:,}",
+            )
+    console = Console()
+    console.print(table)
+    if result.speedup is not None:
+        console.print(f"speedup over the naive reference: [bold]{result.speedup:.2f}x[/bold]")
+        console.print(f"largest drop difference, engine vs reference: {result.max_abs_drop_diff:.2e}")
+    rows, width = result.plain_shape
+    console.print(f"plain forward throughput at ({rows} x {width}): {result.plain_tokens_per_s:,.0f} tokens/s")
+    console.print(f"efficiency (needed tokens / plain throughput / engine time): [bold]{result.efficiency:.2f}[/bold]")
+    return 0
+
+
+def _faithfulness(args: argparse.Namespace) -> int:
+    from ccapo.faithfulness import faithfulness_table, run_faithfulness
+
+    scorer = _load(args)
+    rows = run_faithfulness(scorer, args.n, args.seed, args.fillers, args.interventions, progress=stderr.log)
+    table = faithfulness_table(rows)
+    table.title = f"{scorer.model_id}: {args.n} gsm_symbolic traces, {args.fillers} filler lines each, seed {args.seed}"
+    Console().print(table)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ccapo.models import DEFAULT_MODEL, cache_dir, cached_models
+
+    console = Console()
+    console.print(f"cache: {cache_dir()}  (set CCAPO_CACHE to move it)")
+    table = Table("name", "size", "path")
+    for model in cached_models():
+        name = f"{model.name} (default)" if model.name == DEFAULT_MODEL else model.name
+        table.add_row(name, f"{model.size_bytes / 2**20:,.0f} MiB", str(model.path))
+    console.print(table if table.rows else "no converted models yet; the default is fetched on first use")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

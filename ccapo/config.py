@@ -1,0 +1,43 @@
+"""What to probe and how: the scoring configuration a request or a training run carries."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ccapo.interventions import Intervention
+from ccapo.spans import SegmenterName
+from ccapo.weights import WeightConfig
+
+
+class ScoringConfig(BaseModel):
+    """How traces are segmented, intervened on and turned into weights.
+
+    The default intervention is "delete": on the default model it separates calculation lines from
+    filler lines best (README, "Faithfulness"). "pad" replaces span tokens with `placeholder` (a
+    token id or a string that encodes to one token); by default a neutral token, never EOS or the
+    end-of-turn token.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    segmenter: SegmenterName = "calc"
+    intervention: Intervention = "delete"
+    target: Literal["completion", "reference"] = Field(
+        "completion", description="score the completion's own answer, or the trace's reference_answer"
+    )
+    max_spans: int = Field(10, ge=1, le=256)
+    min_span_tokens: int = Field(5, ge=1)
+    max_span_tokens: int = Field(50, ge=1)
+    window_tokens: int = Field(16, ge=1, description='"window" segmenter: tokens per window (at least)')
+    placeholder: int | str | None = Field(None, description='"pad" intervention: replacement token (id or text)')
+    weights: WeightConfig = Field(default_factory=WeightConfig)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> ScoringConfig:
+        if self.min_span_tokens > self.max_span_tokens:
+            raise ValueError(
+                f"min_span_tokens ({self.min_span_tokens}) exceeds max_span_tokens ({self.max_span_tokens})"
+            )
+        return self

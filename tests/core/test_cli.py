@@ -1,0 +1,57 @@
+"""`ccapo` commands, in-process, on a tiny model saved like any HF checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ccapo.cli import main
+
+COMPLETION = "We have 3 + 4 = 7 apples in the basket now.\nDoubling gives 7 × 2 = 14 apples.\n#### 14"
+
+
+@pytest.fixture
+def traces_file(tmp_path):
+    lines = [
+        json.dumps({"prompt": "How many apples?", "completion": COMPLETION}),
+        "{not json",
+        json.dumps({"prompt_ids": [1, 2], "completion_ids": [5, 10**7]}),
+        "",
+        json.dumps({"prompt": "Q", "completion": "no marker here"}),
+        json.dumps({"prompt": "Q"}),
+        json.dumps({"prompt": "How many?", "completion": COMPLETION, "spans": [[8, 17]]}),
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_score_reports_bad_lines_and_scores_the_rest(tiny_model_dir, traces_file, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    code = main(["score", str(traces_file), "-o", str(out), "--model", tiny_model_dir, "--segmenter", "line"])
+    assert code == 1  # some lines failed; the output is still complete
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 6  # one per non-blank input line, in order
+    assert records[0]["status"] == "ok" and records[0]["spans"]
+    assert records[1] == {"line": 2, "error": records[1]["error"]} and "not valid JSON" in records[1]["error"]
+    assert records[2]["line"] == 3 and "outside the model's vocabulary" in records[2]["error"]
+    assert records[3]["status"] == "unscorable"
+    assert records[4]["line"] == 6 and "completion" in records[4]["error"]
+    assert [(s["start"], s["end"]) for s in records[5]["spans"]] == [(8, 17)]
+    err = capsys.readouterr().err
+    assert "line 2:" in err and "line 3:" in err and "3 of 6 lines failed" in err
+
+
+def test_score_pretty_shows_spans(tiny_model_dir, tmp_path, capsys):
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"prompt": "How many apples?", "completion": COMPLETION}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["score", str(path), "-o", str(out), "--model", tiny_model_dir, "--pretty"]) == 0
+    shown = capsys.readouterr().out
+    assert "3 + 4 = 7" in shown and "answer log-prob" in shown
+
+
+def test_models_lists_the_cache(default_model_dir, capsys):
+    assert main(["models"]) == 0
+    assert "smollm2-135m-instruct (default)" in capsys.readouterr().out
