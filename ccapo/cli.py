@@ -230,7 +230,7 @@ def _bench(args: argparse.Namespace) -> int:
     with stderr.status(f"benchmarking on {args.n} gsm_symbolic traces"):
         result = run_benchmark(scorer, args.n, args.seed, _config(args), reference=not args.no_reference)
     table = Table(title=f"{scorer.model_id} on {scorer.model.device} ({scorer.model.dtype}), {result.traces} traces")
-    for column in ("engine", "traces/s", "cf tokens/s", "seconds", "counterfactuals", "forward tokens"):
+    for column in ("engine", "traces/s", "tokens/s", "seconds", "counterfactuals", "tokens fed"):
         table.add_column(column, justify="right")
     for timing in (result.reference, result.engine):
         if timing is not None:
@@ -242,7 +242,7 @@ def _bench(args: argparse.Namespace) -> int:
                 str(timing.counterfactuals),
                 f"{timing.forward_tokens:,}",
             )
-    console = Console()
+    console = Console(width=max(Console().width, 100))
     console.print(table)
     if result.speedup is not None:
         console.print(f"speedup over the naive reference: [bold]{result.speedup:.2f}x[/bold]")

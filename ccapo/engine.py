@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -21,6 +22,7 @@ from ccapo.interventions import Branch, Intervention, additive_mask, branch, vis
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,21 +45,29 @@ class JobScores:
 
 @dataclass(frozen=True)
 class _Row:
-    job: int  # index into the base batch
-    slot: int  # -1: nothing; else index into the job's masked scores
+    job: int  # index into the group of jobs
+    slot: int  # index into that job's masked scores
     branch: Branch
+
+
+# A batch closes when the next row would be shorter than this share of its longest row: padding
+# is computed like real tokens, and a budget-only rule wasted a third of the work on padding.
+MIN_FILL = 0.8
 
 
 class Engine:
     """Scores `EngineJob`s with prefix reuse, answer-only LM head and token-budget batching.
 
-    `max_batch_tokens` bounds the tokens fed per forward pass (rows x longest row); the keys and
-    values gathered for the cached prefixes are bounded by four times that.
+    Jobs are taken longest first in groups whose base-pass KV caches (`max_cached_tokens` padded
+    positions) stay in memory while every counterfactual of the group is computed, so rows of
+    similar length from many traces share a batch. `max_batch_tokens` bounds the padded tokens fed
+    per forward pass; the cached keys and values gathered per pass are bounded by four times that.
     """
 
-    def __init__(self, model: PreTrainedModel, max_batch_tokens: int = 4096):
+    def __init__(self, model: PreTrainedModel, max_batch_tokens: int = 4096, max_cached_tokens: int = 32768):
         self.model = model
         self.max_batch_tokens = max_batch_tokens
+        self.max_cached_tokens = max(max_cached_tokens, max_batch_tokens)
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
@@ -75,7 +85,7 @@ class Engine:
         results: list[JobScores | None] = [None] * len(jobs)
         order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].ids))
         done = 0
-        for group in _pack(order, lambda i: len(jobs[i].ids), self.max_batch_tokens):
+        for group in _buckets(order, lambda i: len(jobs[i].ids), self.max_cached_tokens, fill=0.0):
             batch = [jobs[i] for i in group]
             for i, scores in zip(group, _split_on_oom(self._score_group, batch), strict=True):
                 results[i] = scores
@@ -85,12 +95,25 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def _score_group(self, jobs: list[EngineJob]) -> list[JobScores]:
-        """Base pass for a batch of jobs, then all their counterfactual branches over its cache."""
-        hidden, cache = self._base_pass(jobs)
-        base = self._answer_logprobs(
-            hidden,
-            rows=[(r, job.answer_start, job.ids[job.answer_start :]) for r, job in enumerate(jobs)],
-        )
+        """Base passes for jobs sorted longest first, then all their branches over the cached prefixes."""
+        base = [0.0] * len(jobs)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        for batch in _buckets(list(range(len(jobs))), lambda i: len(jobs[i].ids), self.max_batch_tokens):
+            hidden, cache = self._base_pass([jobs[i] for i in batch])
+            answers = [(r, jobs[i].answer_start, jobs[i].ids[jobs[i].answer_start :]) for r, i in enumerate(batch)]
+            for i, logprob in zip(batch, self._answer_logprobs(hidden, answers), strict=True):
+                base[i] = logprob
+            rows, width = slice(batch[0], batch[-1] + 1), hidden.shape[1]
+            for layer, cached in enumerate(cache.layers):
+                if layer == len(keys):  # the group's longest job comes first: size the store by it
+                    shape = (len(jobs), cached.keys.shape[1], len(jobs[0].ids), cached.keys.shape[3])
+                    keys.append(cached.keys.new_zeros(shape))
+                    values.append(cached.values.new_zeros(shape[:3] + cached.values.shape[3:]))
+                keys[layer][rows, :, :width] = cached.keys
+                values[layer][rows, :, :width] = cached.values
+            del hidden, cache
+
         rows = [
             _Row(j, k, branch(job.ids, job.answer_start, span, job.intervention, job.placeholder))
             for j, job in enumerate(jobs)
@@ -101,11 +124,10 @@ class Engine:
         for row in rows:
             fed[row.job] += len(row.branch.tokens)
         rows.sort(key=lambda row: -len(row.branch.tokens))
-        kv_budget = 4 * self.max_batch_tokens
-        for batch in _pack_rows(rows, self.max_batch_tokens, kv_budget):
-            for row, value in zip(
-                batch, _split_on_oom(lambda b: self._branch_pass(b, cache, jobs), batch), strict=True
-            ):
+        max_rows = max(1, 4 * self.max_batch_tokens // len(jobs[0].ids))  # bounds the gathered prefixes
+        for batch in _buckets(rows, lambda row: len(row.branch.tokens), self.max_batch_tokens, max_items=max_rows):
+            run = lambda b: self._branch_pass(b, keys, values, jobs)  # noqa: E731
+            for row, value in zip(batch, _split_on_oom(run, batch), strict=True):
                 masked[row.job][row.slot] = value
         return [JobScores(*scores) for scores in zip(base, masked, fed, strict=True)]
 
@@ -119,7 +141,9 @@ class Engine:
         out = self.decoder(input_ids=input_ids, use_cache=True)
         return out.last_hidden_state, out.cache
 
-    def _branch_pass(self, rows: list[_Row], base_cache: DynamicCache, jobs: list[EngineJob]) -> list[float]:
+    def _branch_pass(
+        self, rows: list[_Row], keys: list[torch.Tensor], values: list[torch.Tensor], jobs: list[EngineJob]
+    ) -> list[float]:
         device = self.model.device
         n = len(rows)
         prefix = torch.tensor([row.branch.prefix_len for row in rows], device=device)
@@ -142,9 +166,7 @@ class Engine:
 
         source = torch.tensor([row.job for row in rows], device=device)
         cache = DynamicCache(
-            ddp_cache_data=[
-                (layer.keys[source, :, :past], layer.values[source, :, :past]) for layer in base_cache.layers
-            ]
+            ddp_cache_data=[(k[source, :, :past], v[source, :, :past]) for k, v in zip(keys, values, strict=True)]
         )
         out = self.decoder(input_ids=tokens, attention_mask=mask, position_ids=query_pos, cache=cache, use_cache=True)
         answers = []
@@ -171,29 +193,23 @@ class Engine:
         return sums.tolist()
 
 
-def _pack(order: list[int], length: Callable[[int], int], budget: int) -> Iterator[list[int]]:
-    """Consecutive groups of a longest-first order whose padded size (count x longest) fits the budget."""
-    group: list[int] = []
-    for i in order:
-        if group and (len(group) + 1) * length(group[0]) > budget:
-            yield group
-            group = []
-        group.append(i)
-    if group:
-        yield group
-
-
-def _pack_rows(rows: list[_Row], budget: int, kv_budget: int) -> Iterator[list[_Row]]:
-    batch: list[_Row] = []
-    longest_prefix = 0
-    for row in rows:
-        prefix = max(longest_prefix, row.branch.prefix_len)
-        grown = len(batch) + 1
-        if batch and (grown * len(batch[0].branch.tokens) > budget or grown * prefix > kv_budget):
-            yield batch
-            batch, prefix = [], row.branch.prefix_len
-        batch.append(row)
-        longest_prefix = prefix
+def _buckets(
+    items: Sequence[T], length: Callable[[T], int], budget: int, fill: float = MIN_FILL, max_items: int | None = None
+) -> Iterator[list[T]]:
+    """Consecutive batches of longest-first `items`: padded size (count x longest) within `budget`,
+    every item at least `fill` of the longest, at most `max_items` items."""
+    batch: list[T] = []
+    for item in items:
+        if batch:
+            width = length(batch[0])
+            if (
+                (len(batch) + 1) * width > budget
+                or length(item) < fill * width
+                or (max_items is not None and len(batch) == max_items)
+            ):
+                yield batch
+                batch = []
+        batch.append(item)
     if batch:
         yield batch
 
