@@ -6,12 +6,13 @@ and weight that span's tokens accordingly in the policy-gradient loss.
 
 from ccapo.config import ScoringConfig
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
-from ccapo.scorer import ScoredBatch, Scorer, TraceError, Usage, token_weights
+from ccapo.scorer import PreparedTrace, ScoredBatch, Scorer, TraceError, Usage, token_weights
 from ccapo.trace import Trace
 from ccapo.weights import WeightConfig
 
 __all__ = [
     "AnswerRegion",
+    "PreparedTrace",
     "ScoredBatch",
     "Scorer",
     "ScoringConfig",

@@ -72,7 +72,7 @@ def run_benchmark(
     scorer: Scorer, n: int = 32, seed: int = 0, config: ScoringConfig | None = None, reference: bool = True
 ) -> BenchResult:
     config = config or ScoringConfig()
-    jobs = [job for job in scorer.prepare(gsm_traces(n, seed), config) if job is not None]
+    jobs = [p.job for p in scorer.prepare(gsm_traces(n, seed), config) if p.job is not None]
     scorer.engine.score(jobs[:2])  # warm-up: first-call allocations are not what we measure
 
     start = time.perf_counter()

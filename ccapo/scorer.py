@@ -57,8 +57,8 @@ class ScoredBatch:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A trace after tokenization; `job` is None when it cannot be scored (see `reason`)."""
+class PreparedTrace:
+    """A trace after tokenization and segmentation; `job` is None when it cannot be scored (see `reason`)."""
 
     completion: str
     tokens: list[str]
@@ -125,14 +125,13 @@ class Scorer:
     ) -> ScoredBatch:
         """`score`, plus what it cost."""
         config = _as_config(config)
-        placeholder = self.placeholder_id(config.placeholder)
-        prepared = [self._prepare(i, trace, config, placeholder) for i, trace in enumerate(traces)]
+        prepared = self.prepare(traces, config)
         jobs = [p.job for p in prepared if p.job is not None]
         started = time.perf_counter()
         scores = self.engine.score(jobs, progress) if self._exact_fast_path else reference_score(self.model, jobs)
         compute_ms = (time.perf_counter() - started) * 1000
         by_job = iter(scores)
-        results = [self._result(p, next(by_job) if p.job else None, config) for p in prepared]
+        results = [self.result(p, next(by_job) if p.job else None, config) for p in prepared]
         usage = Usage(
             traces=len(prepared),
             counterfactuals=sum(len(job.spans) for job in jobs),
@@ -143,11 +142,15 @@ class Scorer:
 
     def prepare(
         self, traces: Sequence[Trace | Mapping[str, Any]], config: ScoringConfig | Mapping[str, Any] | None = None
-    ) -> list[EngineJob | None]:
-        """The engine jobs for traces (None where a trace cannot be scored), for benchmarks and tools."""
+    ) -> list[PreparedTrace]:
+        """Tokenize, locate answers and segment, without model work; raises `TraceError` on bad input.
+
+        `score` is `prepare`, then the engine on each prepared `job`, then `result`; a server or a
+        trainer that batches the engine work itself calls the three steps on its own.
+        """
         config = _as_config(config)
         placeholder = self.placeholder_id(config.placeholder)
-        return [self._prepare(i, trace, config, placeholder).job for i, trace in enumerate(traces)]
+        return [self._prepare(i, trace, config, placeholder) for i, trace in enumerate(traces)]
 
     def placeholder_id(self, placeholder: int | str | None = None) -> int:
         """The "pad" intervention's replacement token.
@@ -177,7 +180,7 @@ class Scorer:
 
     def _prepare(
         self, index: int, trace: Trace | Mapping[str, Any], config: ScoringConfig, placeholder: int
-    ) -> _Prepared:
+    ) -> PreparedTrace:
         if not isinstance(trace, Trace):
             try:
                 trace = Trace.model_validate(trace)
@@ -201,7 +204,7 @@ class Scorer:
         if config.segmenter == "custom" and trace.spans is None:
             raise TraceError(index, 'segmenter="custom" needs spans on every trace')
         if not completion_ids:
-            return _Prepared(completion, tokens, reason="the completion is empty")
+            return PreparedTrace(completion, tokens, reason="the completion is empty")
 
         location = find_answer(completion, self.tokenizer.all_special_tokens)
         if location is not None:
@@ -209,7 +212,7 @@ class Scorer:
         if config.target == "completion":
             if location is None:
                 markers = ", ".join(repr(m) for m in MARKERS)
-                return _Prepared(completion, tokens, reason=f"no answer marker ({markers}) with an answer after it")
+                return PreparedTrace(completion, tokens, reason=f"no answer marker ({markers}) with an answer after it")
             answer_ids = completion_ids[token_start:token_end]
             answer_text = completion[location.start : location.end]
         else:
@@ -218,7 +221,7 @@ class Scorer:
             if location is None:  # no marker: the whole completion is reasoning, the answer is appended
                 token_start = token_end = _content_end(completion_ids, set(self.tokenizer.all_special_ids))
         if token_start == 0:
-            return _Prepared(completion, tokens, reason="the completion has no reasoning before its answer")
+            return PreparedTrace(completion, tokens, reason="the completion has no reasoning before its answer")
         answer = AnswerRegion(
             start=location.start if location else len(completion),
             end=location.end if location else len(completion),
@@ -255,7 +258,7 @@ class Scorer:
             intervention=config.intervention,
             placeholder=placeholder,
         )
-        return _Prepared(completion, tokens, answer, tuple(spans), job)
+        return PreparedTrace(completion, tokens, answer, tuple(spans), job)
 
     def _prompt_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -296,7 +299,8 @@ class Scorer:
 
     # -- results ------------------------------------------------------------------------------
 
-    def _result(self, prepared: _Prepared, scores: JobScores | None, config: ScoringConfig) -> TraceImportance:
+    def result(self, prepared: PreparedTrace, scores: JobScores | None, config: ScoringConfig) -> TraceImportance:
+        """The `TraceImportance` of a prepared trace from its engine scores (None: unscorable)."""
         if scores is None:
             return TraceImportance(
                 status="unscorable",

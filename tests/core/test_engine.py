@@ -16,7 +16,7 @@ SOLUTION = "First, 3 + 4 = 7 apples.\nThen 7 × 2 = 14 apples.\nI will check the
 
 
 def assert_engine_matches_reference(scorer: Scorer, traces: list[Trace], config: ScoringConfig, budget: int) -> None:
-    jobs = [job for job in scorer.prepare(traces, config) if job is not None]
+    jobs = [p.job for p in scorer.prepare(traces, config) if p.job is not None]
     assert jobs and any(job.spans for job in jobs)
     fast = Engine(scorer.model, max_batch_tokens=budget).score(jobs)
     slow = reference_score(scorer.model, jobs)
@@ -59,7 +59,7 @@ def test_drops_in_results_match_reference(llama, tokenizer):
     scorer = Scorer(llama, tokenizer)
     traces = gsm_traces(2, seed=3)
     results = scorer.score(traces)
-    slow = reference_score(llama, [job for job in scorer.prepare(traces) if job])
+    slow = reference_score(llama, [p.job for p in scorer.prepare(traces) if p.job])
     for result, ref in zip(results, slow, strict=True):
         assert result.base_logprob == pytest.approx(ref.base_logprob, abs=TOLERANCE)
         expected = [ref.base_logprob - m for m in ref.masked_logprobs]
@@ -68,7 +68,7 @@ def test_drops_in_results_match_reference(llama, tokenizer):
 
 def test_engine_counts_only_the_tokens_it_feeds(llama, tokenizer):
     scorer = Scorer(llama, tokenizer)
-    (job,) = scorer.prepare([layout_traces(tokenizer)[2]], ScoringConfig(intervention="pad"))
+    job = scorer.prepare([layout_traces(tokenizer)[2]], ScoringConfig(intervention="pad"))[0].job
     (scores,) = scorer.engine.score([job])
     suffixes = sum(len(job.ids) - start for start, _ in job.spans)
     assert scores.forward_tokens == len(job.ids) + suffixes

@@ -134,7 +134,8 @@ def test_placeholder_is_never_end_of_turn(scorer, tokenizer):
     assert scorer.placeholder_id(" the") == tokenizer(" the", add_special_tokens=False).input_ids[0]
     with pytest.raises(ValueError, match="single token"):
         scorer.placeholder_id("a long placeholder")
-    (job,) = scorer.prepare([Trace(prompt="Q", completion=COMPLETION)], {"intervention": "pad", "placeholder": 42})
+    (prepared,) = scorer.prepare([Trace(prompt="Q", completion=COMPLETION)], {"intervention": "pad", "placeholder": 42})
+    job = prepared.job
     assert job.placeholder == 42
 
 

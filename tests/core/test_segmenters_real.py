@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -10,7 +11,9 @@ from ccapo.answer import find_answer
 from ccapo.gsm import gsm_symbolic_problems
 from ccapo.spans import char_range_to_tokens, segment
 
-ARITHMETIC = re.compile(r"^[$€£¥]?[\d.,]+%?( [a-z/]+)?(\s*[-+x*/×÷]\s*[$€£¥]?[\d.,]+%?( [a-z/]+)?)+\s*=\s*[$€£¥]?[\d.,]+%?$")
+ARITHMETIC = re.compile(
+    r"^[$€£¥]?[\d.,]+%?( [a-z/]+)?(\s*[-+x*/×÷]\s*[$€£¥]?[\d.,]+%?( [a-z/]+)?)+\s*=\s*[$€£¥]?[\d.,]+%?$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_limits_hold(solutions, segmenter, max_spans):
         spans = segment(text, offsets, reasoning, segmenter, max_spans=max_spans)
         assert 0 < len(spans) <= max_spans
         assert all(0 <= s.token_start < s.token_end <= reasoning for s in spans)
-        assert all(a.token_end <= b.token_start for a, b in zip(spans, spans[1:]))  # sorted, disjoint
+        assert all(a.token_end <= b.token_start for a, b in itertools.pairwise(spans))  # sorted, disjoint
         if segmenter != "window":
             assert all(s.n_tokens <= 50 for s in spans)
         if segmenter in ("sentence", "line"):
