@@ -1,4 +1,4 @@
-# `make run`: set up .venv and run the main job on the default model; `make test`: set up and run every test.
+# `make run`: set up .venv and serve the default model; `make test`: set up and run every test.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,15 +11,15 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch 2.13.0 first and pinned: it is the CPU build; an unpinned torch would pull a CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[server,dev]' -e clients/python
 	touch $@
 
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ccapo demo
+	$(BIN)/ccapo serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .

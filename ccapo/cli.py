@@ -30,6 +30,9 @@ CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and pro
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # the server parses its own flags
+        return _serve(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -78,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     faith.add_argument("--interventions", nargs="+", choices=INTERVENTIONS, default=list(INTERVENTIONS))
     _model_args(faith)
     faith.set_defaults(run=_faithfulness)
+
+    sub.add_parser("serve", help="run the REST scoring server (options: ccapo serve --help)")
 
     models = sub.add_parser("models", help="show the converted models in the cache")
     models.set_defaults(run=_models)
@@ -262,6 +267,15 @@ def _faithfulness(args: argparse.Namespace) -> int:
     table.title = f"{scorer.model_id}: {args.n} gsm_symbolic traces, {args.fillers} filler lines each, seed {args.seed}"
     Console().print(table)
     return 0
+
+
+def _serve(server_args: list[str]) -> int:
+    try:
+        from ccapo_server.cli import main as serve
+    except ImportError:
+        stderr.print("[red]the scoring server needs the server extra:[/red] pip install 'ccapo[server]'")
+        return 2
+    return serve(server_args) or 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ class ScoringConfig(BaseModel):
     end-of-turn token.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     segmenter: SegmenterName = "calc"
     intervention: Intervention = "delete"

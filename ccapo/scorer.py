@@ -128,7 +128,7 @@ class Scorer:
         prepared = self.prepare(traces, config)
         jobs = [p.job for p in prepared if p.job is not None]
         started = time.perf_counter()
-        scores = self.engine.score(jobs, progress) if self._exact_fast_path else reference_score(self.model, jobs)
+        scores = self.compute(jobs, progress)
         compute_ms = (time.perf_counter() - started) * 1000
         by_job = iter(scores)
         results = [self.result(p, next(by_job) if p.job else None, config) for p in prepared]
@@ -150,7 +150,21 @@ class Scorer:
         """
         config = _as_config(config)
         placeholder = self.placeholder_id(config.placeholder)
-        return [self._prepare(i, trace, config, placeholder) for i, trace in enumerate(traces)]
+        prepared = []
+        for index, trace in enumerate(traces):
+            try:
+                prepared.append(self._prepare(index, trace, config, placeholder))
+            except TraceError:
+                raise
+            except Exception as err:  # the tokenizer or chat template choked on this trace's input
+                raise TraceError(index, f"could not be tokenized ({type(err).__name__}: {err})") from err
+        return prepared
+
+    def compute(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
+        """Run prepared jobs: the fast engine, or the reference where the fast path is not exact."""
+        if self._exact_fast_path:
+            return self.engine.score(jobs, progress)
+        return reference_score(self.model, list(jobs))
 
     def placeholder_id(self, placeholder: int | str | None = None) -> int:
         """The "pad" intervention's replacement token.
@@ -270,6 +284,8 @@ class Scorer:
 
     def _decode_with_offsets(self, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
         """The completion text of token ids and each token's character range in it."""
+        if not ids:
+            return "", []
         text = self.tokenizer.decode(ids)
         pieces = self.tokenizer.batch_decode([[i] for i in ids])
         if "".join(pieces) == text:

@@ -43,10 +43,11 @@ class Trace(BaseModel):
             raise ValueError("a text trace needs both prompt and completion")
         if has_ids and not self.prompt_ids:
             raise ValueError("prompt_ids is empty: the model needs at least one prompt token to condition on")
-        if isinstance(self.prompt, list) and not all(
-            isinstance(m, dict) and "role" in m and "content" in m for m in self.prompt
+        if isinstance(self.prompt, list) and not (
+            self.prompt
+            and all(isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in self.prompt)
         ):
-            raise ValueError('a chat prompt is a list of {"role": ..., "content": ...} messages')
+            raise ValueError('a chat prompt is a non-empty list of {"role": str, "content": str} messages')
         return self
 
     @property

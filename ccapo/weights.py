@@ -17,7 +17,7 @@ class WeightConfig(BaseModel):
     The schemes are described in `compute_token_weights`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scheme: Scheme = "paper"
     boost: float = Field(4.0, gt=0, description="weight of the most important reasoning token")

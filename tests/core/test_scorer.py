@@ -87,9 +87,10 @@ def test_unscorable_traces_never_fail_their_neighbours(scorer):
         Trace(prompt="Q", completion=""),
         Trace(prompt="Q", completion="#### 14"),
         Trace(prompt="Q", completion=COMPLETION),
+        Trace(prompt_ids=[1, 2], completion_ids=[]),
     ]
     results = scorer.score(traces)
-    assert [r.status for r in results] == ["ok", "unscorable", "unscorable", "unscorable", "ok"]
+    assert [r.status for r in results] == ["ok", "unscorable", "unscorable", "unscorable", "ok", "unscorable"]
     assert "no answer marker" in results[1].reason
     assert "empty" in results[2].reason
     assert "no reasoning" in results[3].reason
@@ -110,6 +111,8 @@ def test_unscorable_traces_never_fail_their_neighbours(scorer):
         (dict(prompt="Q", completion=COMPLETION), {"target": "reference"}, "reference_answer"),
         (dict(prompt="Q", completion=COMPLETION), {"segmenter": "custom"}, "needs spans"),
         (dict(prompt="Q", completion=COMPLETION * 80), {}, "longer than the model's context"),
+        (dict(prompt="Q", completion="lone \udc80 surrogate #### 1"), {}, "could not be tokenized"),
+        (dict(prompt=[], completion=COMPLETION), {}, "non-empty list"),
     ],
 )
 def test_bad_input_names_the_trace(scorer, trace, config, message):

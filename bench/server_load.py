@@ -1,0 +1,133 @@
+"""Scoring-server load benchmark: concurrent one-trace clients against a real server.
+
+    python bench/server_load.py [--model DIR] [-n 32] [--clients 1 8 32]
+
+Starts `python -m ccapo_server` on a free loopback port twice, batched (the defaults) and
+unbatched (one trace per batch), and has 1, 8 and 32 concurrent clients send one-trace requests.
+In the same run it scores the same traces in-process with `ccapo.Scorer` for comparison. Prints
+throughput (traces/s) and p50/p99 latency per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from ccapo import Scorer
+from ccapo.gsm import gsm_traces
+from ccapo.models import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(model: str, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccapo_server", "--model", model, "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT / "server")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}")
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the server did not become ready")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+async def load(url: str, traces: list[dict], clients: int) -> tuple[float, list[float]]:
+    """Each client sends one-trace requests from a shared list until it is empty."""
+    pending = list(enumerate(traces))
+    latencies: list[float] = []
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while pending:
+            _, trace = pending.pop()
+            start = time.perf_counter()
+            response = await http.post(f"{url}/v1/importance", json={"traces": [trace]}, timeout=600)
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - start)
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        return time.perf_counter() - start, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model dir or id (default: the bundled SmolLM2-135M)")
+    parser.add_argument("-n", type=int, default=32, help="traces per setting")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = resolve_model(args.model)
+    traces = [t.model_dump(exclude_none=True) for t in gsm_traces(args.n, args.seed)]
+    console = Console(width=110)
+
+    scorer = Scorer.from_pretrained(model)
+    scorer.score(traces[:2])  # warm-up
+    start = time.perf_counter()
+    scorer.score(traces)
+    in_process = args.n / (time.perf_counter() - start)
+    del scorer
+
+    table = Table(title=f"scoring server, {args.n} one-trace requests per row, {model}")
+    for column in ("server", "clients", "traces/s", "vs in-process", "p50 s", "p99 s"):
+        table.add_column(column, justify="right")
+    table.add_row("in-process", "-", f"{in_process:.2f}", "1.00", "-", "-")
+    settings = {"batched": {}, "unbatched": {"CCAPO_MAX_BATCH_TOKENS": "1", "CCAPO_MAX_WAIT_MS": "0"}}
+    for name, env in settings.items():
+        with server(model, env) as url:
+            for clients in args.clients if name == "batched" else [max(args.clients)]:
+                seconds, latencies = asyncio.run(load(url, traces, clients))
+                throughput = args.n / seconds
+                table.add_row(
+                    name,
+                    str(clients),
+                    f"{throughput:.2f}",
+                    f"{throughput / in_process:.2f}",
+                    f"{percentile(latencies, 50):.2f}",
+                    f"{percentile(latencies, 99):.2f}",
+                )
+                console.log(f"{name}, {clients} clients: {throughput:.2f} traces/s")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`python -m ccapo_server` / `ccapo serve`: run the scoring server under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from ccapo_server.app import create_app
+from ccapo_server.schemas import TEXT_TRACE
+from ccapo_server.settings import ServerSettings
+
+logger = logging.getLogger("ccapo_server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ccapo_server",
+        description="The ccapo scoring server. Every flag has a CCAPO_* environment variable; flags win.",
+    )
+    parser.add_argument("--model", help="hub id, local directory or .gguf file (default: bundled SmolLM2-135M)")
+    parser.add_argument("--device", help="torch device (default: CUDA when present, else CPU)")
+    parser.add_argument("--dtype", help="torch dtype, e.g. float32 or bfloat16 (default: fp32 on CPU)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--max-wait-ms", type=float, help="how long a trace waits for others to share its batch")
+    parser.add_argument("--max-batch-tokens", type=int, help="tokens one server batch may hold")
+    parser.add_argument("--api-key", help="bearer key for the scoring routes (prefer CCAPO_API_KEY: flags show in ps)")
+    parser.add_argument("--admin-key", help="bearer key for POST /v1/model (prefer CCAPO_ADMIN_KEY)")
+    parser.add_argument(
+        "--model-root",
+        dest="model_roots",
+        action="append",
+        metavar="DIR",
+        help="directory POST /v1/model may load models from (repeatable)",
+    )
+    return parser
+
+
+def curl_example(settings: ServerSettings) -> str:
+    """A ready-to-paste request for the running server."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    command = [
+        "curl",
+        "-s",
+        f"http://{host}:{settings.port}/v1/importance",
+        "-H",
+        "Content-Type: application/json",
+    ]
+    auth = ' -H "Authorization: Bearer $CCAPO_API_KEY"' if settings.api_key else ""
+    body = json.dumps({"traces": [TEXT_TRACE]})
+    return f"{shlex.join(command)}{auth} -d {shlex.quote(body)}"
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    # uvicorn drains on SIGTERM, then raises the signal again for its previous handler: this one,
+    # so that a drained shutdown exits 0 rather than dying of the signal.
+    raise SystemExit(0)
+
+
+def settings_from_args(argv: list[str] | None = None) -> ServerSettings:
+    """CCAPO_* environment settings, overridden by the flags given; exits 2 on a bad value."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return ServerSettings(**{name: value for name, value in vars(args).items() if value is not None})
+    except ValidationError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_from_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logger.info("try it once ready:\n  %s", curl_example(settings))
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

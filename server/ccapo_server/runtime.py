@@ -1,0 +1,103 @@
+"""The app's moving parts: loading models off the event loop, the batcher once one is in service, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ccapo import Scorer
+from ccapo.examples import load_examples
+from ccapo_server.batcher import Batcher
+from ccapo_server.errors import ApiError
+from ccapo_server.metrics import Metrics
+from ccapo_server.settings import ServerSettings
+
+logger = logging.getLogger(__name__)
+
+ScorerFactory = Callable[[str | None], Scorer]
+
+
+def default_scorer_factory(settings: ServerSettings) -> ScorerFactory:
+    def load(model: str | None) -> Scorer:
+        return Scorer.from_pretrained(
+            model, settings.device, settings.dtype, max_batch_tokens=settings.engine_batch_tokens
+        )
+
+    return load
+
+
+class Runtime:
+    """Loads the first model in the background (so /healthz answers at once), swaps models, shuts down."""
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics, scorer_factory: ScorerFactory):
+        self.settings = settings
+        self.metrics = metrics
+        self.load_error: str | None = None
+        self._factory = scorer_factory
+        self._batcher: Batcher | None = None
+        self._startup: asyncio.Task[None] | None = None
+        self._swapping = False
+
+    @property
+    def batcher(self) -> Batcher:
+        """The batcher in service; not_ready (503) while the first model loads or after it failed to."""
+        if self._batcher is None:
+            message = self.load_error or "the model is loading; retry shortly"
+            raise ApiError("not_ready", message, retry_after=5)
+        return self._batcher
+
+    def start(self) -> None:
+        self._startup = asyncio.get_running_loop().create_task(self._load_first(), name="ccapo-load-model")
+
+    async def stop(self) -> None:
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()  # its loading thread cannot be interrupted; it ends on its own
+        if self._batcher is not None:
+            await self._batcher.drain()
+            logger.info("drained: every queued request was answered")
+
+    async def swap(self, source: str) -> int:
+        """Load `source` in a background thread while serving continues, then put it in service."""
+        batcher = self.batcher
+        if self._swapping:
+            raise ApiError("conflict", "a model is already being loaded; retry when it is done")
+        self._swapping = True
+        try:
+            try:
+                scorer = await asyncio.to_thread(self._load, source)
+            except Exception as err:  # a bad checkpoint is the caller's to fix, not a server fault
+                logger.warning("could not load model %s: %s", source, err)
+                raise ApiError("invalid_request", f"model: could not load {source!r}: {err}") from err
+            return await batcher.swap(scorer, scorer.model_id)
+        finally:
+            self._swapping = False
+
+    async def _load_first(self) -> None:
+        source = self.settings.model
+        try:
+            scorer = await asyncio.to_thread(self._load, source)
+        except Exception as err:
+            logger.exception("could not load model %s", source or "(default)")
+            self.load_error = f"the model failed to load: {err}"
+            return
+        settings = self.settings
+        self._batcher = Batcher(
+            scorer,
+            scorer.model_id,
+            metrics=self.metrics,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_traces=settings.max_queue_traces,
+            max_tokens_per_trace=settings.max_tokens_per_trace,
+        )
+        self._batcher.start()
+        logger.info("ready: %s on %s (%s)", scorer.model_id, scorer.model.device, scorer.model.dtype)
+
+    def _load(self, source: str | None) -> Scorer:
+        """In a worker thread: load, then score one bundled example so the first request pays no warm-up."""
+        logger.info("loading model %s", source or "(default)")
+        scorer = self._factory(source)
+        if self.settings.warmup:
+            scorer.score(load_examples()[:1])
+        return scorer

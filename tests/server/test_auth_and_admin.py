@@ -1,0 +1,142 @@
+"""API and admin keys; swapping the model under load loses no request and bumps the version."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from live_server import start_server
+
+API_KEY = "test-api-key"
+ADMIN_KEY = "test-admin-key"
+MAX_WAIT_MS = 1500  # longer than loading a tiny model, so a request can sit in the queue through a swap
+AS_USER = {"Authorization": f"Bearer {API_KEY}"}
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server(model_root: Path) -> Iterator[str]:
+    env = {
+        "CCAPO_API_KEY": API_KEY,
+        "CCAPO_ADMIN_KEY": ADMIN_KEY,
+        "CCAPO_MODEL_ROOTS": str(model_root),
+        "CCAPO_MAX_WAIT_MS": str(MAX_WAIT_MS),
+    }
+    with start_server(str(model_root / "tiny-a"), env) as url:
+        yield url
+
+
+def until(condition: Callable[[], bool], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def load(url: str, model: str, headers: dict[str, str] = AS_ADMIN) -> httpx.Response:
+    return httpx.post(f"{url}/v1/model", json={"model": model}, headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {API_KEY}"}])
+def test_scoring_needs_the_api_key(server: str, text_trace: dict[str, Any], headers: dict[str, str]) -> None:
+    for response in (
+        httpx.post(f"{server}/v1/importance", json={"traces": [text_trace]}, headers=headers),
+        httpx.get(f"{server}/v1/model", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "unauthorized"
+
+
+def test_the_api_key_opens_scoring_and_probes_stay_open(server: str, text_trace: dict[str, Any]) -> None:
+    response = httpx.post(f"{server}/v1/importance", json={"traces": [text_trace]}, headers=AS_USER, timeout=30)
+    assert response.status_code == 200
+    assert httpx.get(f"{server}/v1/model", headers=AS_USER).status_code == 200
+    for probe in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(f"{server}{probe}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "model", "status", "error_type"),
+    [
+        ({}, "tiny-b", 401, "unauthorized"),
+        (AS_USER, "tiny-b", 403, "forbidden"),
+        (AS_ADMIN, "/etc", 403, "forbidden"),
+        (AS_ADMIN, "../../etc", 403, "forbidden"),
+        (AS_ADMIN, "some-org/some-model", 403, "forbidden"),
+        (AS_ADMIN, "no-such-model-dir/", 422, "invalid_request"),
+    ],
+)
+def test_loading_a_model_is_guarded(server: str, headers: dict, model: str, status: int, error_type: str) -> None:
+    response = load(server, model, headers)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["type"] == error_type
+    assert httpx.get(f"{server}/v1/model", headers=AS_USER).json()["version"] == "1"
+
+
+def test_a_directory_in_a_root_that_is_no_model_is_422(server: str, model_root: Path) -> None:
+    (model_root / "empty").mkdir(exist_ok=True)
+    response = load(server, str(model_root / "empty"))
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_request"
+
+
+def test_swapping_the_model_under_load(server: str, model_root: Path, text_trace: dict[str, Any]) -> None:
+    seen: list[tuple[float, int, dict[str, Any]]] = []  # (sent at, status, body)
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(headers=AS_USER, timeout=30) as http:
+            while not stop.is_set():
+                sent = time.monotonic()
+                response = http.post(f"{server}/v1/importance", json={"traces": [text_trace, text_trace]})
+                seen.append((sent, response.status_code, response.json()))
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(client) for _ in range(3)]
+        until(lambda: len(seen) > 0)  # the first model has answered
+        swap = load(server, "tiny-b")
+        swapped_at = time.monotonic()
+        until(lambda: any(sent > swapped_at for sent, _, _ in seen))  # and so has the second
+        stop.set()
+        for c in clients:
+            c.result()
+
+    assert swap.status_code == 200, swap.text
+    assert swap.json()["version"] == "2" and swap.json()["id"] == str((model_root / "tiny-b").resolve())
+    assert [status for _, status, _ in seen] == [200] * len(seen)
+    versions = {body["model"]["version"] for _, _, body in seen}
+    assert versions == {"1", "2"}
+    assert all(body["model"]["version"] == "2" for sent, _, body in seen if sent > swapped_at)
+    logprob = {body["model"]["version"]: body["results"][0]["base_logprob"] for _, _, body in seen}
+    assert logprob["1"] != pytest.approx(logprob["2"])  # another model, not just another number
+    assert httpx.get(f"{server}/readyz").json()["model"]["version"] == "2"
+
+
+def test_a_request_queued_during_a_swap_is_scored_by_the_new_model(
+    server: str, model_root: Path, text_trace: dict[str, Any]
+) -> None:
+    before = httpx.get(f"{server}/v1/model", headers=AS_USER).json()
+    target = "tiny-a" if before["id"].endswith("tiny-b") else "tiny-b"
+    with ThreadPoolExecutor(2) as pool:
+        swap = pool.submit(load, server, target)
+        time.sleep(0.05)  # the load has begun; the request below arrives while it runs
+        response = httpx.post(f"{server}/v1/importance", json={"traces": [text_trace]}, headers=AS_USER, timeout=30)
+        assert swap.result().status_code == 200
+    new = swap.result().json()
+    assert int(new["version"]) == int(before["version"]) + 1
+    assert response.status_code == 200
+    assert response.json()["model"] == {"id": new["id"], "version": new["version"]}
+    assert new["id"] == str((model_root / target).resolve())
+
+
+def test_a_second_load_while_one_runs_is_409(server: str) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(r.status_code for r in pool.map(lambda _: load(server, "tiny-a"), range(2)))
+    assert statuses == [200, 409]
