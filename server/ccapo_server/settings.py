@@ -14,7 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class ServerSettings(BaseSettings):
     """Everything the scoring server can be told; each field reads `CCAPO_<NAME>` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CCAPO_", extra="forbid")
+    # Empty variables count as unset: docker-compose passes `${CCAPO_MODEL:-}` through as "".
+    model_config = SettingsConfigDict(env_prefix="CCAPO_", extra="forbid", env_ignore_empty=True)
 
     model: str | None = Field(None, description="hub id, local directory or .gguf file; None: the bundled default")
     device: str | None = Field(None, description="torch device; None: CUDA when present, else CPU")

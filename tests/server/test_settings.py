@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from ccapo_server.cli import curl_example, settings_from_args
+from ccapo_server.settings import ServerSettings
 
 
 def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,3 +43,10 @@ def test_the_curl_example_is_a_valid_request(monkeypatch: pytest.MonkeyPatch) ->
     assert "secret" not in command and "Authorization: Bearer $CCAPO_API_KEY" in words
     body = json.loads(words[words.index("-d") + 1])
     assert body["traces"][0]["completion"].endswith("#### 5")
+
+
+def test_empty_environment_variables_count_as_unset(monkeypatch):
+    monkeypatch.setenv("CCAPO_MODEL", "")
+    monkeypatch.setenv("CCAPO_API_KEY", "")
+    settings = ServerSettings()
+    assert settings.model is None and settings.api_key is None
