@@ -12,6 +12,7 @@ from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
+from transformers.utils import logging as transformers_logging
 
 from ccapo_server.app import create_app
 from ccapo_server.schemas import TEXT_TRACE
@@ -79,6 +80,7 @@ def settings_from_args(argv: list[str] | None = None) -> ServerSettings:
 def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transformers_logging.disable_progress_bar()  # a weight-loading bar in a server log is noise
     logger.info("try it once ready:\n  %s", curl_example(settings))
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
