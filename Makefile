@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch 2.13.0 first and pinned: it is the CPU build; an unpinned torch would pull a CUDA build.
 $(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[server,dev]' -e clients/python
+	$(BIN)/pip install --quiet -e '.[server,train,dev]' -e clients/python
 	touch $@
 
 setup: $(STAMP)

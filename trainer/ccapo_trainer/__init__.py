@@ -1,0 +1,1 @@
+"""The bundled GRPO/DAPO trainer (work in progress: loss, advantages and rewards so far)."""
