@@ -1,4 +1,4 @@
-"""The `ccapo` command: demo, score, bench, faithfulness, models."""
+"""The `ccapo` command: demo, score, render, bench, faithfulness, models."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(score)
     _scoring_args(score)
     score.set_defaults(run=_score)
+
+    render = sub.add_parser("render", help="draw scored results as a standalone HTML page (and a PNG)")
+    render.add_argument("results", type=Path, help="JSONL of results, as `ccapo score` writes ('-' for stdin)")
+    render.add_argument("-o", "--output", type=Path, required=True, help="the HTML file to write")
+    render.add_argument("--png", type=Path, help="also a picture of the page (needs Chromium)")
+    render.add_argument("--title", help="the page's title (default: the results file's name)")
+    render.set_defaults(run=_render)
 
     bench = sub.add_parser("bench", help="the fast engine against the naive reference on gsm_symbolic traces")
     bench.add_argument("-n", type=int, default=32, help="traces (default 32)")
@@ -226,6 +233,58 @@ def _score_chunk(scorer: Scorer, chunk: list[tuple[int, Trace | str]], config: S
         for i, result in zip(pending, results, strict=True):
             records[i] = result.to_dict()
         return records  # type: ignore[return-value]
+
+
+def _read_results(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, result dict or why the line is not a result) for each non-blank line."""
+    from ccapo.result import TraceImportance
+
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield number, f"not valid JSON: {err}"
+            continue
+        if isinstance(record, dict) and "error" in record:
+            yield number, f"an error record, not a result: {record['error']}"
+            continue
+        try:  # a round trip through the dataclass checks every field is there
+            yield number, TraceImportance.from_dict(record).to_dict()
+        except (TypeError, ValueError) as err:
+            yield number, f"not a scoring result: {err}"
+
+
+def _render(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from ccapo.render import render_report, write_png
+
+    stream = sys.stdin if str(args.results) == "-" else args.results.open(encoding="utf-8")
+    results: list[dict[str, Any]] = []
+    labels: list[str] = []
+    with stream:
+        for number, record in _read_results(stream):
+            if isinstance(record, str):  # escaped: messages quote JSON, whose brackets rich would take for markup
+                stderr.print(f"[yellow]line {number} skipped:[/yellow] {escape(record)}")
+            else:
+                results.append(record)
+                labels.append(f"line {number}")
+    if not results:
+        stderr.print(f"[red]no results to render in {args.results}[/red]")
+        return 1
+    title = args.title or f"ccapo: {'stdin' if str(args.results) == '-' else args.results.name}"
+    args.output.write_text(render_report(results, title, labels), encoding="utf-8")
+    stderr.print(f"wrote {len(results)} results to {args.output}")
+    if args.png:
+        try:
+            write_png(args.output, args.png)
+        except RuntimeError as err:  # ChromiumNotFound included
+            stderr.print(f"[red]no PNG:[/red] {escape(str(err))}")
+            return 1
+        stderr.print(f"wrote a picture of it to {args.png}")
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import ccapo
 from ccapo_server.errors import install_error_handlers
 from ccapo_server.metrics import Metrics
 from ccapo_server.middleware import BodyLimit, RequestMetrics
+from ccapo_server.page import add_page_routes
 from ccapo_server.routes import add_routes
 from ccapo_server.runtime import Runtime, ScorerFactory, default_scorer_factory
 from ccapo_server.settings import ServerSettings
@@ -42,6 +43,7 @@ def create_app(settings: ServerSettings | None = None, scorer_factory: ScorerFac
     app = FastAPI(title="ccapo scoring server", version=ccapo.__version__, description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app, metrics.count_error)
     add_routes(app, runtime)
+    add_page_routes(app, api_key_required=settings.api_key is not None)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, count_error=metrics.count_error)
     # Added last, so outermost: it sees the status of every answer, the body limit's 413 included.
     app.add_middleware(RequestMetrics, metrics=metrics)
