@@ -139,7 +139,7 @@ def _load(args: argparse.Namespace) -> Scorer:
 
 @contextmanager
 def _progress(description: str, total: int) -> Iterator[Any]:
-    """A progress bar on stderr; yields a callback(done, total) for the part it is given."""
+    """A progress bar on stderr; yields a callback that sets how many of `total` are done."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -149,7 +149,7 @@ def _progress(description: str, total: int) -> Iterator[Any]:
     )
     with Progress(*columns, console=stderr, transient=False) as bar:
         task = bar.add_task(description, total=total)
-        yield lambda advance: bar.advance(task, advance)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -158,21 +158,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     scorer = _load(args)
     traces = load_examples()
-    with _progress("scoring examples", len(traces)) as advance:
-        results = scorer.score(traces, _config(args), progress=_advance_by_done(advance))
+    with _progress("scoring examples", len(traces)) as set_done:
+        results = scorer.score(traces, _config(args), progress=lambda done, total: set_done(done))
     render_importance(results, Console())
     return 0
-
-
-def _advance_by_done(advance: Any) -> Any:
-    """Turn the engine's (done, total) callback into progress-bar advances."""
-    seen = [0]
-
-    def report(done: int, total: int) -> None:
-        advance(done - seen[0])
-        seen[0] = done
-
-    return report
 
 
 def _read_traces(stream: TextIO) -> Iterator[tuple[int, Trace | str]]:
@@ -197,7 +186,7 @@ def _score(args: argparse.Namespace) -> int:
     out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     failed = 0
     shown = []
-    with out, _progress("scoring", len(lines)) as advance:
+    with out, _progress("scoring", len(lines)) as set_done:
         for start in range(0, len(lines), CHUNK):
             chunk = lines[start : start + CHUNK]
             records = _score_chunk(scorer, chunk, config)
@@ -208,7 +197,7 @@ def _score(args: argparse.Namespace) -> int:
                 elif args.pretty:
                     shown.append(record)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            advance(len(chunk))
+            set_done(start + len(chunk))
     if args.pretty:
         from ccapo.display import render_importance
         from ccapo.result import TraceImportance

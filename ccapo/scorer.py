@@ -28,7 +28,7 @@ from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
 from ccapo.spans import TokenSpan, char_range_to_tokens, custom_spans, segment
 from ccapo.trace import Trace
-from ccapo.weights import compute_token_weights
+from ccapo.weights import WeightConfig, compute_token_weights
 
 logger = logging.getLogger(__name__)
 
@@ -353,14 +353,12 @@ class Scorer:
         return result
 
 
-def token_weights(importance: TraceImportance, config: Any = None) -> list[float]:
+def token_weights(importance: TraceImportance, config: WeightConfig | Mapping[str, Any] | None = None) -> list[float]:
     """Per-token weights of a scored trace under a weight config, without re-scoring.
 
     Unscorable traces get uniform weights. The "random" scheme is seeded by the config's seed and
     the completion text, so the same trace always gets the same weights.
     """
-    from ccapo.weights import WeightConfig
-
     config = config if isinstance(config, WeightConfig) else WeightConfig.model_validate(config or {})
     answer = importance.answer
     if importance.status != "ok" or answer is None:
