@@ -1,0 +1,59 @@
+"""Data loaders on small local files of the real schemas (no hub access)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ccapo_trainer.data import Problem, gsm8k_answer, load_gsm8k, load_gsm_symbolic, load_local, prompt_messages
+
+from ccapo.gsm import SYSTEM_PROMPT
+
+GSM8K_ROWS = [
+    {
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+        "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72",
+    },
+    {"question": "A farm sells 1,200 eggs a week. How many in 10 weeks?", "answer": "1,200 * 10 = 12,000\n#### 12,000"},
+]
+
+
+@pytest.fixture
+def gsm8k_file(tmp_path):
+    path = tmp_path / "gsm8k_test.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in GSM8K_ROWS))
+    return path
+
+
+def test_gsm8k_loader_on_a_local_file_of_its_schema(gsm8k_file):
+    problems = load_gsm8k("test", data_files=str(gsm8k_file))
+    assert [p.answer for p in problems] == ["72", "12000"]
+    assert problems[0].solution.endswith("#### 72")
+
+
+def test_parquet_and_custom_columns(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "mine.parquet"
+    pd.DataFrame({"problem": ["2 + 2?", "3 * 3?"], "final": ["4", "#### 9"]}).to_parquet(path)
+    problems = load_local(path, question_field="problem", answer_field="final")
+    assert problems == [Problem("2 + 2?", "4"), Problem("3 * 3?", "9", "#### 9")]
+    with pytest.raises(ValueError, match="no column"):
+        load_local(path)
+
+
+def test_gsm_symbolic_and_prompts():
+    (problem,) = load_gsm_symbolic(1, seed=3)
+    assert problem.solution.rstrip().endswith(f"#### {problem.answer}")
+    messages = prompt_messages(problem)
+    assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert problem.question in messages[1]["content"] and "####" in messages[1]["content"]
+
+
+def test_bad_inputs_say_what_to_fix(tmp_path):
+    with pytest.raises(ValueError, match="#### <answer>"):
+        gsm8k_answer("no marker")
+    with pytest.raises(ValueError, match=r"\.jsonl"):
+        load_local(tmp_path / "data.csv")
