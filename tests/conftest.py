@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
+from live_server import start_server
 from transformers import (
     AutoTokenizer,
     LlamaConfig,
@@ -68,3 +71,10 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, llama, tokenizer) -
     llama.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def server_url(tiny_model_dir: str) -> Iterator[str]:
+    """A real scoring server with default settings serving the tiny llama, shared by every suite."""
+    with start_server(tiny_model_dir) as url:
+        yield url

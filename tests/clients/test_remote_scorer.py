@@ -26,12 +26,6 @@ def scorer(tiny_model_dir: str) -> Scorer:
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_model_dir: str) -> Iterator[str]:
-    with start_server(tiny_model_dir) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def split_server_url(tiny_model_dir: str) -> Iterator[str]:
     with start_server(tiny_model_dir, env={"CCAPO_MAX_TRACES_PER_REQUEST": "2"}) as url:
         yield url

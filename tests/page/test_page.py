@@ -22,12 +22,6 @@ READ_SPANS = """nodes => nodes.map(n => ({
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_model_dir: str) -> Iterator[str]:
-    with start_server(tiny_model_dir) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def keyed_server_url(tiny_model_dir: str) -> Iterator[str]:
     with start_server(tiny_model_dir, env={"CCAPO_API_KEY": KEY}) as url:
         yield url
