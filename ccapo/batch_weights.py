@@ -1,0 +1,182 @@
+"""Token weights for a batch given as token ids: the framework-free core the trainer and the RL adapters share.
+
+RL stacks hold completions as padded id tensors; `score_token_batch` scores them as they are (ids in,
+never re-tokenized text) with a `Scorer` or a `ccapo_client.RemoteScorer` and returns a `(B, T)`
+weight tensor aligned to the caller's completion tokens. Rows that cannot be scored (no answer
+marker), rows the scorer rejects, and a scorer that fails outright all leave uniform weights: one
+bad completion never costs its neighbours their weights, and a training step never stops for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from ccapo.config import ScoringConfig
+
+logger = logging.getLogger(__name__)
+
+Weighting = Literal["uniform", "counterfactual", "inverted", "random"]
+WEIGHTINGS: tuple[Weighting, ...] = ("uniform", "counterfactual", "inverted", "random")
+IdRows = Sequence[Sequence[int]] | torch.Tensor
+
+
+class TraceScorer(Protocol):
+    """`ccapo.Scorer` or `ccapo_client.RemoteScorer`: traces and a config in, results with token weights out."""
+
+    def score(self, traces: Sequence[Mapping[str, Any]], config: Any = None) -> Sequence[Any]: ...
+
+
+@dataclass
+class BatchWeights:
+    """`weights` is (B, T) float32 (1.0 on padding and on rows left uniform).
+
+    Per row, `results` holds the scorer's result (None when scoring was skipped or failed) and
+    `errors` says why scoring failed (None when it did not; an unscorable trace is not an error).
+    """
+
+    weights: torch.Tensor
+    results: list[Any | None]
+    errors: list[str | None]
+
+    @property
+    def failed(self) -> int:
+        return sum(error is not None for error in self.errors)
+
+    def metrics(self, mask: torch.Tensor | None = None) -> dict[str, float]:
+        """Weight statistics over real tokens, the share of rows scored, and the weight mass on calculation spans."""
+        mask = torch.ones_like(self.weights, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+        real = self.weights[mask]
+        if real.numel() == 0:
+            return {}
+        calc = torch.zeros_like(self.weights, dtype=torch.bool)
+        for row, result in enumerate(self.results):
+            for span in getattr(result, "spans", None) or ():
+                if span.kind == "calc":
+                    calc[row, span.token_start : span.token_end] = True
+        scored = sum(getattr(r, "status", None) == "ok" for r in self.results)
+        return {
+            "weights/mean": float(real.mean()),
+            "weights/std": float(real.std()) if real.numel() > 1 else 0.0,
+            "weights/min": float(real.min()),
+            "weights/max": float(real.max()),
+            "weights/calc_mass": float(self.weights[calc & mask].sum() / real.sum().clamp(min=1e-12)),
+            "weights/scored_share": scored / max(len(self.results), 1),
+            "weights/failed": float(self.failed),
+        }
+
+
+def score_token_batch(
+    scorer: TraceScorer | None,
+    prompt_ids: IdRows,
+    completion_ids: IdRows,
+    *,
+    prompt_mask: torch.Tensor | None = None,
+    completion_mask: torch.Tensor | None = None,
+    weighting: Weighting = "counterfactual",
+    config: ScoringConfig | Mapping[str, Any] | None = None,
+) -> BatchWeights:
+    """Score each (prompt, completion) pair and return weights aligned to the completion tokens.
+
+    `prompt_ids` and `completion_ids` are lists of id lists or padded `(B, P)` / `(B, T)` tensors;
+    with tensors, `prompt_mask` / `completion_mask` (1 on real tokens, left or right padding) say
+    which ids are real. `weighting` "uniform" scores nothing (and needs no scorer); "inverted" and
+    "random" are the paper's controls, scored like "counterfactual" and mapped with those schemes.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
+    prompts = _rows(prompt_ids, prompt_mask)
+    completions = _rows(completion_ids, completion_mask)
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions: give one prompt per completion")
+    padded = isinstance(completion_ids, torch.Tensor)
+    width = completion_ids.shape[1] if padded else max(map(len, completions), default=0)
+    positions = _positions(completion_ids, completion_mask, completions)
+    weights = torch.ones((len(completions), width), dtype=torch.float32)
+    batch = BatchWeights(weights, [None] * len(completions), [None] * len(completions))
+    if weighting == "uniform" or not completions:
+        return batch
+    if scorer is None:
+        raise ValueError(f"weighting={weighting!r} needs a scorer (a ccapo.Scorer or a ccapo_client.RemoteScorer)")
+
+    config = _weighting_config(config, weighting)
+    pending = list(range(len(completions)))
+    while pending:
+        traces = [{"prompt_ids": prompts[i], "completion_ids": completions[i]} for i in pending]
+        try:
+            results = scorer.score(traces, config)
+        except ValueError as err:  # TraceError / InvalidRequestError name the trace at fault: drop it, score the rest
+            index = getattr(err, "trace_index", None)
+            if index is None or not 0 <= index < len(pending):
+                _fail(batch, pending, err)
+                break
+            row = pending.pop(index)
+            batch.errors[row] = str(err)
+            logger.warning("completion %d keeps uniform weights: %s", row, err)
+            continue
+        except Exception as err:  # the scorer itself failed (server down, out of memory): nobody gets weights
+            _fail(batch, pending, err)
+            break
+        for row, result in zip(pending, results, strict=True):
+            values = list(result.token_weights)
+            if len(values) != len(completions[row]):
+                batch.errors[row] = f"{len(values)} weights for {len(completions[row])} completion tokens"
+                continue
+            batch.results[row] = result
+            weights[row, positions[row]] = torch.tensor(values, dtype=torch.float32)
+        break
+    return batch
+
+
+def apply_token_weights(values: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token losses or advantages times their weights; `values` may be (B, T) or (B,) (broadcast over T).
+
+    Where `mask` is 0 the value passes through unchanged, so padding keeps whatever the caller's
+    own masking does with it.
+    """
+    values = values[:, None].expand_as(weights) if values.dim() == 1 else values
+    if values.shape != weights.shape:
+        raise ValueError(f"values {tuple(values.shape)} and weights {tuple(weights.shape)} must have the same shape")
+    weights = weights.to(device=values.device, dtype=values.dtype)
+    if mask is not None:
+        weights = torch.where(mask.to(device=values.device, dtype=torch.bool), weights, torch.ones_like(weights))
+    return values * weights
+
+
+def _weighting_config(config: ScoringConfig | Mapping[str, Any] | None, weighting: Weighting) -> ScoringConfig:
+    config = config if isinstance(config, ScoringConfig) else ScoringConfig.model_validate(config or {})
+    if weighting in ("inverted", "random"):
+        config = config.model_copy(update={"weights": config.weights.model_copy(update={"scheme": weighting})})
+    return config
+
+
+def _rows(ids: IdRows, mask: torch.Tensor | None) -> list[list[int]]:
+    if not isinstance(ids, torch.Tensor):
+        if mask is not None:
+            raise ValueError("a mask goes with padded id tensors; give lists of ids without one")
+        return [[int(t) for t in row] for row in ids]
+    if ids.dim() != 2:
+        raise ValueError(f"token ids must be a (B, T) tensor, got shape {tuple(ids.shape)}")
+    if mask is None:
+        return ids.tolist()
+    if mask.shape != ids.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} and ids {tuple(ids.shape)} must have the same shape")
+    keep = mask.to(torch.bool).cpu()
+    return [row[m].tolist() for row, m in zip(ids.cpu(), keep, strict=True)]
+
+
+def _positions(ids: IdRows, mask: torch.Tensor | None, rows: list[list[int]]) -> list[torch.Tensor]:
+    """Where each row's real completion tokens sit in the (B, T) weight tensor."""
+    if isinstance(ids, torch.Tensor) and mask is not None:
+        return [m.nonzero()[:, 0] for m in mask.to(torch.bool).cpu()]
+    return [torch.arange(len(row)) for row in rows]
+
+
+def _fail(batch: BatchWeights, rows: list[int], err: Exception) -> None:
+    logger.warning("scoring failed, %d completions keep uniform weights: %s: %s", len(rows), type(err).__name__, err)
+    for row in rows:
+        batch.errors[row] = f"{type(err).__name__}: {err}"
