@@ -1,4 +1,4 @@
-"""The `ccapo` command: demo, score, render, bench, faithfulness, models."""
+"""The `ccapo` command: demo, score, render, bench, faithfulness, models, serve; train, eval, plot."""
 
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     faith.set_defaults(run=_faithfulness)
 
     sub.add_parser("serve", help="run the REST scoring server (options: ccapo serve --help)")
+
+    from ccapo_trainer.cli import add_commands  # train, eval, plot: same distribution, light to import
+
+    add_commands(sub)
 
     models = sub.add_parser("models", help="show the converted models in the cache")
     models.set_defaults(run=_models)

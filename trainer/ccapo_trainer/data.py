@@ -6,11 +6,14 @@ paper's system prompt, then the question and a request for the final answer afte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasets import load_dataset
+from transformers import PreTrainedTokenizerBase
 
 from ccapo.gsm import SYSTEM_PROMPT, gsm_symbolic_problems, math_prompt
 
@@ -28,6 +31,15 @@ def prompt_messages(problem: Problem, system_prompt: str = SYSTEM_PROMPT) -> lis
     messages = math_prompt(problem.question)
     messages[0]["content"] = system_prompt
     return messages
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, problem: Problem, system_prompt: str | None = None) -> list[int]:
+    """The prompt's token ids through the model's chat template (plain lines where it has none)."""
+    messages = prompt_messages(problem, system_prompt or SYSTEM_PROMPT)
+    if tokenizer.chat_template is None:
+        return tokenizer("\n".join(m["content"] for m in messages) + "\n").input_ids
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 def gsm8k_answer(solution: str) -> str:
@@ -68,6 +80,37 @@ def load_local(path: str | Path, question_field: str = "question", answer_field:
 def load_gsm_symbolic(n: int, seed: int = 0) -> list[Problem]:
     """Offline GSM8K-style problems from reasoning-gym, for demos and tests."""
     return [Problem(p.question, p.answer, p.solution) for p in gsm_symbolic_problems(n, seed)]
+
+
+# A task loader: (split, **dataset_kwargs) -> problems. Task packs register theirs here.
+TaskLoader = Callable[..., list[Problem]]
+TASKS: dict[str, TaskLoader] = {}
+
+# gsm_symbolic has no splits: each split is its own seeded draw, far apart so they never overlap.
+_SYMBOLIC_SPLIT_SEEDS = {"train": 0, "test": 1_000_003, "validation": 2_000_003}
+
+
+def register_task(name: str, loader: TaskLoader) -> None:
+    TASKS[name] = loader
+
+
+def load_problems(name: str, split: str, **kwargs: Any) -> list[Problem]:
+    """Problems by dataset name: "gsm8k", "gsm_symbolic", a registered task, or a .jsonl/.json/.parquet path.
+
+    `kwargs` go to the loader: `data_files` for gsm8k, `size` and `seed` for gsm_symbolic, the field
+    names for local files, the task's own knobs for a registered task.
+    """
+    if name == "gsm8k":
+        return load_gsm8k(split, **kwargs)
+    if name == "gsm_symbolic":
+        split_seed = _SYMBOLIC_SPLIT_SEEDS.get(split, zlib.crc32(split.encode()))
+        return load_gsm_symbolic(int(kwargs.get("size", 2000)), seed=int(kwargs.get("seed", 0)) + split_seed)
+    if name in TASKS:
+        return TASKS[name](split=split, **kwargs)
+    if Path(name).suffix.lower() in (".jsonl", ".json", ".parquet"):
+        return load_local(name, **kwargs)
+    known = ", ".join(["gsm8k", "gsm_symbolic", *TASKS])
+    raise ValueError(f"unknown dataset {name!r}: use one of {known}, or a .jsonl/.json/.parquet file")
 
 
 def _file_format(path: str) -> str:

@@ -38,3 +38,16 @@ def correctness_reward(completion: str, reference: str) -> float:
 def format_reward(completion: str, reference: str = "") -> float:
     """1.0 when the completion states a final answer after a marker, else 0.0."""
     return 0.0 if final_answer(completion) is None else 1.0
+
+
+REWARDS: dict[str, RewardFn] = {"correctness": correctness_reward, "format": format_reward}
+
+
+def register_reward(name: str, fn: RewardFn) -> None:
+    REWARDS[name] = fn
+
+
+def reward_fn(name: str) -> RewardFn:
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or register_reward() your own")
+    return REWARDS[name]

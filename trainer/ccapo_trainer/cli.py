@@ -1,0 +1,141 @@
+"""`ccapo train`, `ccapo eval` and `ccapo plot`: the trainer's commands, registered on the `ccapo` parser.
+
+Heavy imports (torch models, datasets, matplotlib) happen inside the commands, so `ccapo --help`
+stays fast and works without the [train] extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+logger = logging.getLogger("ccapo_trainer")
+stderr = Console(stderr=True)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="GRPO/DAPO training with counterfactual token weights")
+    train.add_argument("--config", type=Path, help="YAML config (see configs/); settings not given keep defaults")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=10 beta=0.01")
+    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest checkpoint")
+    train.add_argument("--resume-from", type=Path, metavar="CHECKPOINT", help="continue from this checkpoint directory")
+    train.set_defaults(run=_train)
+
+    evaluate = sub.add_parser("eval", help="greedy accuracy of a model or checkpoint on held-out problems")
+    evaluate.add_argument("--model", help="HF id, local directory or checkpoint's model/ dir (default: bundled model)")
+    evaluate.add_argument("--data", default="gsm8k", help="gsm8k, gsm_symbolic, a registered task or a .jsonl/.parquet")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--data-files", nargs="+", help="gsm8k: local files of its schema instead of the hub")
+    evaluate.add_argument("-n", type=int, default=200, help="problems (default 200)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=768)
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--reward", default="correctness", help="registered reward that marks an answer right")
+    evaluate.add_argument("--device")
+    evaluate.add_argument("-o", "--output", type=Path, help="also write the result and completions as JSON")
+    evaluate.set_defaults(run=_eval)
+
+    plot = sub.add_parser("plot", help="PNG curves (reward, accuracy) and weight histograms of training runs")
+    plot.add_argument("runs", nargs="+", type=Path, help="run output directories (each has metrics.jsonl)")
+    plot.add_argument("-o", "--output", type=Path, default=Path("plots"), help="directory for the PNGs")
+    plot.set_defaults(run=_plot)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ccapo_trainer.config import ConfigError, load_config
+    from ccapo_trainer.loop import Trainer, TrainingError
+
+    try:
+        config = load_config(args.config, args.overrides)
+        trainer = Trainer(config, resume=args.resume_from or args.resume)
+    except (ConfigError, TrainingError, ValueError) as err:
+        stderr.print(f"[red]error:[/red] {err}")
+        return 2
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))  # fmt: skip
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task("training", total=config.steps, status="", completed=0)
+
+        def on_step(record: dict[str, Any]) -> None:
+            status = _status(record)
+            bar.update(task, completed=record["step"], status=status)
+            logger.info("step %d/%d  %s", record["step"], config.steps, status)
+
+        trainer.on_step = on_step
+        try:
+            result = trainer.train()
+        except TrainingError as err:
+            stderr.print(f"[red]error:[/red] {err}")
+            return 2
+    stderr.print(f"{'stopped' if result.interrupted else 'finished'} at step {result.step}: {result.output_dir}")
+    return 143 if result.interrupted else 0
+
+
+def _status(record: dict[str, Any]) -> str:
+    parts = []
+    for key, label, fmt in (
+        ("reward/mean", "reward", "{:.3f}"),
+        ("accuracy", "acc", "{:.2f}"),
+        ("eval/accuracy", "eval", "{:.3f}"),
+        ("loss", "loss", "{:+.4f}"),
+        ("time/generate_s", "gen", "{:.1f}s"),
+        ("time/score_s", "score", "{:.1f}s"),
+        ("time/update_s", "update", "{:.1f}s"),
+    ):
+        if key in record:
+            parts.append(f"{label} {fmt.format(record[key])}")
+    return "  ".join(parts)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from ccapo.models import load_model
+    from ccapo_trainer.data import load_problems
+    from ccapo_trainer.evaluate import greedy_accuracy
+    from ccapo_trainer.rewards import reward_fn
+
+    kwargs = {"data_files": args.data_files} if args.data_files else {}
+    try:
+        problems = load_problems(args.data, args.split, **kwargs)[: args.n]
+        score = reward_fn(args.reward)
+    except (ValueError, FileNotFoundError) as err:
+        stderr.print(f"[red]error:[/red] {err}")
+        return 2
+    with stderr.status(f"loading {args.model or 'the default model'}"):
+        model, tokenizer = load_model(args.model, device=args.device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    with stderr.status(f"generating for {len(problems)} problems"):
+        result = greedy_accuracy(
+            model, tokenizer, problems, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, reward_fn=score
+        )
+    table = Table(title=f"greedy accuracy on {args.data} ({args.split})")
+    for column in ("model", "problems", "correct", "accuracy"):
+        table.add_column(column)
+    table.add_row(args.model or "default", str(result.total), str(result.correct), f"{result.accuracy:.3f}")
+    Console().print(table)
+    if args.output:
+        rows = [{"question": p.question, "answer": p.answer, "completion": c}
+                for p, c in zip(problems, result.completions, strict=True)]  # fmt: skip
+        summary = {"model": args.model, "data": args.data, "split": args.split, "accuracy": result.accuracy,
+                   "correct": result.correct, "total": result.total, "samples": rows}  # fmt: skip
+        args.output.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from ccapo_trainer.plot import plot_runs
+
+    try:
+        written = plot_runs(args.runs, args.output)
+    except (FileNotFoundError, ValueError) as err:
+        stderr.print(f"[red]error:[/red] {err}")
+        return 2
+    for path in written:
+        print(path)
+    return 0

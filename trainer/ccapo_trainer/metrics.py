@@ -1,0 +1,64 @@
+"""Per-step metrics: one JSON line per step in `OUTPUT_DIR/metrics.jsonl`, optionally TensorBoard too."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+# Fixed bins so histograms from different steps and runs line up: [0, 6) in steps of 0.1.
+HIST_BINS = 60
+HIST_MAX = 6.0
+
+
+def weight_histogram(weights: torch.Tensor, mask: torch.Tensor) -> list[int]:
+    values = weights[mask.bool()].clamp(0, HIST_MAX - 1e-6)
+    return torch.histc(values, bins=HIST_BINS, min=0, max=HIST_MAX).long().tolist()
+
+
+class MetricsLog:
+    """Appends step records; on resume, drops the records of steps after the checkpoint first."""
+
+    def __init__(self, output_dir: Path, resume_step: int | None = None, tensorboard: bool = False):
+        self.path = output_dir / METRICS_FILE
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        else:
+            kept = [r for r in read_metrics(output_dir) if r["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.writer = _tensorboard(output_dir) if tensorboard else None
+
+    def log(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, int | float) and key != "step":
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {METRICS_FILE}: is it a training run's output_dir?")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _tensorboard(output_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard=true but tensorboard is not installed (pip install 'ccapo[tensorboard]')")
+        return None
+    return SummaryWriter(str(output_dir / "tensorboard"))
