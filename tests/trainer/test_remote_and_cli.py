@@ -1,0 +1,113 @@
+"""The trainer against a real scoring server (with policy sync), and `ccapo train/eval/plot` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ccapo_trainer.loop import Trainer
+from ccapo_trainer.metrics import read_metrics
+from conftest import PROBLEMS, REWARDS, WORDS
+from live_server import start_server
+from transformers import AutoModelForCausalLM
+
+
+def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_dir, tmp_path):
+    sync_dir = tmp_path / "sync"
+    sync_dir.mkdir()
+    env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(sync_dir)}
+    with start_server(str(word_model_dir), env=env) as url:
+        config = train_config(
+            provider="remote", server_url=url, server_admin_key="admin", sync_every=1, sync_dir=str(sync_dir), steps=2
+        )
+        Trainer(config, train_problems=PROBLEMS, reward_fns=REWARDS).train()
+    first, second = read_metrics(config.output_dir)
+    assert first["weights/scored_share"] > 0 and second["weights/scored_share"] > 0
+    assert first["weighting/version_lag"] == 0  # the server started on the initial policy
+    assert second["weighting/version_lag"] == 0  # and loaded step 1's policy before step 2's rollouts were scored
+    assert [p.name for p in sync_dir.iterdir()] == ["step-2"]  # older synced policies are cleaned up
+    loaded = AutoModelForCausalLM.from_pretrained(sync_dir / "step-2")
+    assert loaded.config.vocab_size == len(WORDS)
+
+
+def ccapo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccapo.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def write_config(tmp_path: Path, word_model_dir: Path, **settings) -> Path:
+    base = dict(
+        model=str(word_model_dir), dataset=str(tmp_path / "problems.jsonl"), prompts_per_step=2, num_generations=4,
+        max_completion_length=16, temperature=1.0, top_p=1.0, rewards=["format"], dynamic_sampling=False,
+        scoring={"segmenter": "sentence", "min_span_tokens": 2}, output_dir=str(tmp_path / "run"), save_every=0,
+    )  # fmt: skip
+    base.update(settings)
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n"
+                                                     for p in PROBLEMS))  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(base))  # JSON is YAML
+    return path
+
+
+def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes_the_run(word_model_dir, tmp_path):
+    config = write_config(tmp_path, word_model_dir, steps=1000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ccapo.cli", "train", "--config", str(config)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output
+    [checkpoint] = (tmp_path / "run" / "checkpoints").iterdir()
+    stopped_at = int(checkpoint.name.removeprefix("step-"))
+    assert AutoModelForCausalLM.from_pretrained(checkpoint / "model").config.vocab_size == len(WORDS)
+
+    finished = ccapo("train", "--config", str(config), f"steps={stopped_at + 1}", "--resume", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, stopped_at + 2))
+
+
+def test_train_cli_overrides_and_errors(word_model_dir, tmp_path):
+    config = write_config(tmp_path, word_model_dir)
+    done = ccapo("train", "--config", str(config), "steps=1", "weighting=uniform", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "finished at step 1" in done.stderr
+    again = ccapo("train", "--config", str(config), "steps=1", cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    typo = ccapo("train", "--config", str(config), "stepz=1", cwd=tmp_path)
+    assert typo.returncode == 2 and "stepz" in typo.stderr
+
+
+def test_eval_and_plot_commands(word_model_dir, tmp_path):
+    config = write_config(tmp_path, word_model_dir, steps=2, eval_every=1, eval_problems=4, weighting="counterfactual")
+    assert ccapo("train", "--config", str(config), cwd=tmp_path).returncode == 0
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [0, 1, 2] and all("eval/accuracy" in r for r in records)
+
+    result = ccapo("eval", "--model", str(word_model_dir), "--data", str(tmp_path / "problems.jsonl"), "--split",
+                   "train", "--max-new-tokens", "8", "--reward", "format", "-o", str(tmp_path / "eval.json"),
+                   cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "eval.json").read_text())
+    assert summary["total"] == 4 and len(summary["samples"]) == 4 and 0 <= summary["accuracy"] <= 1
+
+    plots = ccapo("plot", str(tmp_path / "run"), "-o", str(tmp_path / "plots"), cwd=tmp_path)
+    assert plots.returncode == 0, plots.stderr
+    names = {Path(line).name for line in plots.stdout.split()}
+    assert {"reward.png", "accuracy.png", "eval_accuracy.png", "weights.png"} <= names
+    assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in names)
+
+
+@pytest.mark.parametrize("missing", ["nope/metrics-less"])
+def test_plot_names_a_directory_that_is_not_a_run(tmp_path, missing):
+    result = ccapo("plot", str(tmp_path / missing), cwd=tmp_path)
+    assert result.returncode == 2 and "metrics.jsonl" in result.stderr
