@@ -79,6 +79,7 @@ def score_token_batch(
     completion_mask: torch.Tensor | None = None,
     weighting: Weighting = "counterfactual",
     config: ScoringConfig | Mapping[str, Any] | None = None,
+    reference_answers: Sequence[str] | None = None,
 ) -> BatchWeights:
     """Score each (prompt, completion) pair and return weights aligned to the completion tokens.
 
@@ -86,6 +87,7 @@ def score_token_batch(
     with tensors, `prompt_mask` / `completion_mask` (1 on real tokens, left or right padding) say
     which ids are real. `weighting` "uniform" scores nothing (and needs no scorer); "inverted" and
     "random" are the paper's controls, scored like "counterfactual" and mapped with those schemes.
+    `reference_answers` (one per row) are what `target="reference"` scores instead of the completion's answer.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
@@ -106,7 +108,7 @@ def score_token_batch(
     config = _weighting_config(config, weighting)
     pending = list(range(len(completions)))
     while pending:
-        traces = [{"prompt_ids": prompts[i], "completion_ids": completions[i]} for i in pending]
+        traces = [_trace(prompts[i], completions[i], reference_answers, i) for i in pending]
         try:
             results = scorer.score(traces, config)
         except ValueError as err:  # TraceError / InvalidRequestError name the trace at fault: drop it, score the rest
@@ -145,6 +147,13 @@ def apply_token_weights(values: torch.Tensor, weights: torch.Tensor, mask: torch
     if mask is not None:
         weights = torch.where(mask.to(device=values.device, dtype=torch.bool), weights, torch.ones_like(weights))
     return values * weights
+
+
+def _trace(prompt: list[int], completion: list[int], answers: Sequence[str] | None, row: int) -> dict[str, Any]:
+    trace: dict[str, Any] = {"prompt_ids": prompt, "completion_ids": completion}
+    if answers is not None:
+        trace["reference_answer"] = answers[row]
+    return trace
 
 
 def _weighting_config(config: ScoringConfig | Mapping[str, Any] | None, weighting: Weighting) -> ScoringConfig:

@@ -24,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="GRPO/DAPO training with counterfactual token weights")
     train.add_argument("--config", type=Path, help="YAML config (see configs/); settings not given keep defaults")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override settings, e.g. steps=10 beta=0.01")
-    train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue output_dir's run from its newest checkpoint")
     train.add_argument("--resume-from", type=Path, metavar="CHECKPOINT", help="continue from this checkpoint directory")
     train.set_defaults(run=_train)
 

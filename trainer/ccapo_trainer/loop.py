@@ -324,7 +324,8 @@ class _Run:
             loss_mask[truncated] = 0
 
         scoring_started = time.perf_counter()
-        batch = self.provider.weights(prompts, ids, mask)
+        answers = [group.problem.answer for group in groups for _ in range(g)]
+        batch = self.provider.weights(prompts, ids, mask, answers)
         score_s = time.perf_counter() - scoring_started
         record.update(batch.metrics(mask))
         record.update(self.provider.metrics(step))

@@ -41,7 +41,10 @@ class WeightProvider:
             urls = [u.strip() for u in (config.server_url or "").split(",") if u.strip()]
             self.remote = RemoteScorer(urls, config.server_api_key, admin_key=config.server_admin_key)
 
-    def weights(self, prompts: Sequence[Sequence[int]], ids: torch.Tensor, mask: torch.Tensor) -> BatchWeights:
+    def weights(
+        self, prompts: Sequence[Sequence[int]], ids: torch.Tensor, mask: torch.Tensor, answers: Sequence[str]
+    ) -> BatchWeights:
+        """(N, T) weights for the completions `ids`; `answers` are the problems' reference answers."""
         batch = score_token_batch(
             self.remote or self.scorer,
             prompts,
@@ -49,9 +52,10 @@ class WeightProvider:
             completion_mask=mask,
             weighting=self.config.weighting,
             config=self.config.scoring,
+            reference_answers=answers if self.config.scoring.target == "reference" else None,
         )
         if self.config.weighting == "uniform":
-            self._attach_spans(batch, prompts, ids, mask)
+            self._attach_spans(batch, prompts, ids, mask, answers)
         return batch
 
     def metrics(self, step: int) -> dict[str, float]:
@@ -84,11 +88,11 @@ class WeightProvider:
         if self.remote is not None:
             self.remote.close()
 
-    def _attach_spans(self, batch: BatchWeights, prompts, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    def _attach_spans(self, batch: BatchWeights, prompts, ids: torch.Tensor, mask: torch.Tensor, answers) -> None:
         """Uniform weighting scores nothing; segmenting alone (no forward pass) still shows where the mass sits."""
         traces = [
-            {"prompt_ids": list(p), "completion_ids": row[m.bool()].tolist()}
-            for p, row, m in zip(prompts, ids, mask, strict=True)
+            {"prompt_ids": list(p), "completion_ids": row[m.bool()].tolist(), "reference_answer": answer}
+            for p, row, m, answer in zip(prompts, ids, mask, answers, strict=True)
         ]
         try:
             prepared = self.scorer.prepare(traces, self.config.scoring)
