@@ -51,7 +51,7 @@ DEFAULTS = [
 def run_arm(arm: str, steps: int, overrides: list[str], output: Path) -> list[dict]:
     weighting = "uniform" if arm == "uniform" else "counterfactual"
     config = load_config(None, [*DEFAULTS, *overrides, f"steps={steps}", f"weighting={weighting}",
-                                f"output_dir={output / arm}"])  # fmt: skip
+                                f"output_dir={output / arm}"])
     original = Scorer.compute
     if arm == "reference":
         Scorer.compute = lambda self, jobs, progress=None: reference_score(self.model, list(jobs))
@@ -90,12 +90,12 @@ def main() -> int:
         table.add_column(column, justify="right")
     for arm, row in rows.items():
         table.add_row(arm, f"{row['generate_s']:.2f}", f"{row['score_s']:.2f}", f"{row['update_s']:.2f}",
-                      f"{row['step_s']:.2f}", f"{row['overhead_pct']:.1f}%", f"{row['scored_share']:.0%}")  # fmt: skip
+                      f"{row['step_s']:.2f}", f"{row['overhead_pct']:.1f}%", f"{row['scored_share']:.0%}")
     console = Console()
     console.print(table)
     if "engine" in rows and "reference" in rows and rows["engine"]["score_s"] > 0:
         console.print(f"engine scores {rows['reference']['score_s'] / rows['engine']['score_s']:.2f}x faster than "
-                      "the reference")  # fmt: skip
+                      "the reference")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -62,7 +62,7 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     logger.info("converting %s to safetensors in %s (once)", gguf.name, out)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are dequantized already; save them as plain tensors
+    _drop_gguf_quantizer(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
@@ -129,5 +129,21 @@ def load_model(
     dtype = dtype or default_dtype(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    _drop_gguf_quantizer(model)  # caches converted before this fix still name the GGUF quantizer
     model.to(device).eval()
     return model, tokenizer
+
+
+def _drop_gguf_quantizer(model: PreTrainedModel) -> None:
+    """GGUF weights are dequantized on load, yet the config keeps naming the quantizer, which makes
+    `save_pretrained` (checkpoints, policy syncs) and HF's Trainer refuse the model as quantized."""
+    quantization = getattr(model.config, "quantization_config", None)
+    if isinstance(quantization, dict):
+        method = quantization.get("quant_method")
+    else:
+        method = getattr(quantization, "quant_method", None)
+    if str(getattr(method, "value", method)) == "gguf":
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.__dict__.pop("quantization_method", None)
+        model.is_quantized = False

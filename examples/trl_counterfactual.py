@@ -50,15 +50,11 @@ def main() -> None:
     args = parser.parse_args()
 
     model, tokenizer = load_model(args.model)
-    if args.model is None:
-        # The bundled model is converted from GGUF to plain fp32 weights, but its config still names
-        # the GGUF quantizer, which makes Trainer refuse to fine-tune it; the weights are trainable.
-        model.hf_quantizer, model.is_quantized, model.config.quantization_config = None, False, None
     problems = gsm_symbolic_problems(16, seed=0)
     dataset = Dataset.from_list([{"prompt": math_prompt(p.question), "answer": p.answer} for p in problems])
     counterfactual = CounterfactualConfig(
         weighting=args.weighting,
-        provider="remote" if args.server else "in_process",
+        provider="remote" if args.server else "inprocess",
         server_url=args.server,
         admin_key=args.admin_key,
         sync_every=args.sync_every,

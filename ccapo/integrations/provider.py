@@ -26,7 +26,7 @@ from ccapo.weights import Scheme
 
 logger = logging.getLogger(__name__)
 
-Provider = Literal["in_process", "remote"]
+Provider = Literal["inprocess", "remote"]
 
 
 @dataclass
@@ -35,7 +35,7 @@ class CounterfactualConfig:
 
     `weighting` is the arm ("uniform" scores nothing); `scheme`, `segmenter` and `intervention` pick
     the `ScoringConfig`, and `scoring` sets any other of its fields (e.g. {"max_spans": 8}).
-    `provider` "in_process" scores with the policy model itself (no second copy); "remote" sends
+    `provider` "inprocess" scores with the policy model itself (no second copy); "remote" sends
     token ids to the scoring server(s) at `server_url`. With a server, `sync_every` > 0 pushes the
     policy there every that many optimizer steps: the trainer saves it to `sync_dir`, a path the
     server can read, and asks the server to load it (which needs the server's admin key).
@@ -45,7 +45,7 @@ class CounterfactualConfig:
     scheme: Scheme = "paper"
     segmenter: SegmenterName = "calc"
     intervention: Intervention = "delete"
-    provider: Provider = "in_process"
+    provider: Provider = "inprocess"
     server_url: str | Sequence[str] | None = None
     api_key: str | None = None
     admin_key: str | None = None
@@ -57,8 +57,8 @@ class CounterfactualConfig:
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
-        if self.provider not in ("in_process", "remote"):
-            raise ValueError(f"provider {self.provider!r} is not 'in_process' or 'remote'")
+        if self.provider not in ("inprocess", "remote"):
+            raise ValueError(f"provider {self.provider!r} is not 'inprocess' or 'remote'")
         if self.provider == "remote" and not self.server_url:
             raise ValueError('provider="remote" needs server_url (the scoring server, e.g. "http://host:8000")')
         if self.sync_every < 0:
@@ -124,7 +124,7 @@ class WeightProvider:
         if config.provider == "remote":
             return cls.remote(config)
         if model is None or tokenizer is None:
-            raise ValueError('provider="in_process" needs the policy model and its tokenizer')
+            raise ValueError('provider="inprocess" needs the policy model and its tokenizer')
         return cls.in_process(model, tokenizer, config)
 
     def weights(
@@ -134,8 +134,12 @@ class WeightProvider:
         *,
         prompt_mask: torch.Tensor | None = None,
         completion_mask: torch.Tensor | None = None,
+        reference_answers: Sequence[str] | None = None,
     ) -> BatchWeights:
-        """`score_token_batch` with this provider's scorer and configuration; times the call."""
+        """`score_token_batch` with this provider's scorer and configuration; times the call.
+
+        `reference_answers` (one per row) are needed when the scoring config's target is "reference".
+        """
         started = time.perf_counter()
         batch = score_token_batch(
             self.scorer,
@@ -145,6 +149,7 @@ class WeightProvider:
             completion_mask=completion_mask,
             weighting=self.config.weighting,
             config=self.scoring,
+            reference_answers=reference_answers if self.scoring.target == "reference" else None,
         )
         self.last_seconds = time.perf_counter() - started
         return batch

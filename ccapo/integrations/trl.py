@@ -68,7 +68,7 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
         self.weight_provider = weight_provider or self._build_provider(self.counterfactual)
 
     def _build_provider(self, config: CounterfactualConfig) -> WeightProvider:
-        if config.provider == "in_process" and config.weighting != "uniform" and self._zero3():
+        if config.provider == "inprocess" and config.weighting != "uniform" and self._zero3():
             raise ValueError(
                 "in-process scoring needs whole parameters, and DeepSpeed ZeRO-3 shards them: "
                 'use provider="remote" with a scoring server'

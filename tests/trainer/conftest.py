@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 WORDS = ["<pad>", "<eos>", "<bos>", *"0123456789", "+", "=", "####", ".", "so", "the", "answer", "is", "we", "add",
-         "what", "?"]  # fmt: skip
+         "what", "?"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %} .{% endif %}"

@@ -32,7 +32,7 @@ def test_one_step_in_each_weighting_mode(train_config, weighting):
     assert record["step"] == 1 and record["groups/kept"] == 2 and record["update/skipped"] == 0
     assert record["grad_norm"] > 0
     for key in ("reward/mean", "accuracy", "zero_variance_share", "entropy", "loss", "completion_length/mean",
-                "weights/mean", "weights/calc_mass", "time/generate_s", "time/score_s", "scoring_overhead_pct"):  # fmt: skip
+                "weights/mean", "weights/calc_mass", "time/generate_s", "time/score_s", "scoring_overhead_pct"):
         assert key in record, key
     assert len(record["weights/hist"]) == 60 and sum(record["weights/hist"]) >= 8  # at least a stop token each
     if weighting == "uniform":

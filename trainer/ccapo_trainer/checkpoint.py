@@ -33,7 +33,7 @@ class DataPosition:
 class TrainState:
     step: int = 0
     data: DataPosition = field(default_factory=DataPosition)
-    synced_step: int | None = None  # remote scoring: the step whose policy the server last loaded
+    synced_step: int = 0  # remote scoring: the step whose policy the server last loaded (0: the initial one)
 
 
 def save_checkpoint(

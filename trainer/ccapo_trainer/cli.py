@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
         stderr.print(f"[red]error:[/red] {err}")
         return 2
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))  # fmt: skip
+               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=stderr) as bar:
         task = bar.add_task("training", total=config.steps, status="", completed=0)
 
@@ -121,9 +121,9 @@ def _eval(args: argparse.Namespace) -> int:
     Console().print(table)
     if args.output:
         rows = [{"question": p.question, "answer": p.answer, "completion": c}
-                for p, c in zip(problems, result.completions, strict=True)]  # fmt: skip
+                for p, c in zip(problems, result.completions, strict=True)]
         summary = {"model": args.model, "data": args.data, "split": args.split, "accuracy": result.accuracy,
-                   "correct": result.correct, "total": result.total, "samples": rows}  # fmt: skip
+                   "correct": result.correct, "total": result.total, "samples": rows}
         args.output.write_text(json.dumps(summary, indent=1))
     return 0
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from ccapo.gsm import SYSTEM_PROMPT, gsm_symbolic_problems, math_prompt
@@ -55,6 +54,8 @@ def load_gsm8k(split: str = "train", data_files: str | Sequence[str] | None = No
     `data_files` (JSON lines or Parquet with `question` and `answer` columns, the answer a worked
     solution ending in "#### N") replaces the hub download: offline machines and tests use it.
     """
+    from datasets import load_dataset  # only the file and hub loaders need it
+
     if data_files is None:
         rows = load_dataset(GSM8K, "main", split=split)
     else:
@@ -65,6 +66,8 @@ def load_gsm8k(split: str = "train", data_files: str | Sequence[str] | None = No
 
 def load_local(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Problem]:
     """Problems from a JSON-lines or Parquet file; answers ending in "#### N" are reduced to N."""
+    from datasets import load_dataset
+
     rows = load_dataset(_file_format(str(path)), data_files=str(path), split="train")
     missing = {question_field, answer_field} - set(rows.column_names)
     if missing:

@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from ccapo import Scorer
 from ccapo.models import load_model
 from ccapo_trainer.advantages import group_advantages, zero_variance_groups
 from ccapo_trainer.checkpoint import (
@@ -41,7 +42,7 @@ from ccapo_trainer.loss import policy_loss
 from ccapo_trainer.metrics import MetricsLog, weight_histogram
 from ccapo_trainer.rewards import RewardFn, reward_fn
 from ccapo_trainer.rollout import Sampling, chunked, completion_logprobs, decode, generate
-from ccapo_trainer.weighting import WeightProvider
+from ccapo_trainer.weighting import segment_only, weight_provider
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +206,10 @@ class Trainer:
         metrics_log = MetricsLog(
             self.output_dir, state.step if self.checkpoint else None, config.tensorboard and accelerator.is_main_process
         )
-        provider = WeightProvider(config, policy, tokenizer)
-        if self.checkpoint is None:
-            provider.initial_version()
+        provider = weight_provider(config, policy, tokenizer, self.output_dir)
         provider.synced_step = state.synced_step
+        if self.checkpoint is not None and provider.config.sync_every:
+            provider.sync(policy, tokenizer, state.step)  # the server may run anything by now: send the resumed policy
         sampler = _Sampler(
             len(self.train_problems), config.seed, state.data, accelerator.process_index, accelerator.num_processes
         )
@@ -236,7 +237,6 @@ class Trainer:
                         break
             finally:
                 metrics_log.close()
-                provider.close()
         return TrainResult(self.output_dir, state.step, interrupted)
 
     def _eval_problems(self) -> list[Problem]:
@@ -255,7 +255,7 @@ class Trainer:
             path = save_checkpoint(
                 self.output_dir, state, policy, tokenizer, optimizer, scheduler,
                 self.config.to_yaml(), self.config.keep_checkpoints,
-            )  # fmt: skip
+            )
             logger.info("checkpoint %s", path)
 
     @contextmanager
@@ -294,6 +294,7 @@ class _Run:
         self.scheduler = scheduler
         self.reference = reference
         self.provider = provider
+        self.scorer = Scorer(policy, tokenizer)  # segmenting only, for the uniform arm's metrics
         self.pad_id = tokenizer.pad_token_id
         self.sampling = Sampling(
             max_new_tokens=self.config.max_completion_length,
@@ -325,17 +326,20 @@ class _Run:
 
         scoring_started = time.perf_counter()
         answers = [group.problem.answer for group in groups for _ in range(g)]
-        batch = self.provider.weights(prompts, ids, mask, answers)
+        with self.accelerator.autocast():  # bf16 on CUDA, like the update; a no-op on CPU
+            batch = self.provider.weights(prompts, ids, completion_mask=mask, reference_answers=answers)
+            if self.config.weighting == "uniform":
+                segment_only(self.scorer, batch, prompts, ids, mask, answers, self.config)
         score_s = time.perf_counter() - scoring_started
         record.update(batch.metrics(mask))
-        record.update(self.provider.metrics(step))
+        if self.provider.config.provider == "remote":  # step's rollouts came from the policy after step - 1
+            record["weighting/version_lag"] = float(step - 1 - self.provider.synced_step)
         record["weights/hist"] = weight_histogram(batch.weights, mask)
         record["weighting/failed"] = batch.failed
 
         update_started = time.perf_counter()
         record.update(self.update(prompts, ids, loss_mask, advantages, batch.weights))
-        if self.config.provider == "remote":
-            self.provider.sync(step, self.policy, self.trainer.output_dir)
+        self.provider.maybe_sync(self.policy, self.tokenizer, step)
         update_s = time.perf_counter() - update_started
 
         step_s = time.perf_counter() - started
@@ -372,7 +376,7 @@ class _Run:
                     )
                 if len(prompt) > config.max_prompt_length:
                     logger.warning("skipping problem %d: its prompt has %d tokens (max_prompt_length %d)",
-                                   index, len(prompt), config.max_prompt_length)  # fmt: skip
+                                   index, len(prompt), config.max_prompt_length)
                     continue
                 problems.append(self.trainer.train_problems[index])
                 prompts.append(prompt)
@@ -380,7 +384,8 @@ class _Run:
                 continue
             gen_started = time.perf_counter()
             g = config.num_generations
-            out = generate(self.policy, self.tokenizer, [p for p in prompts for _ in range(g)], self.sampling)
+            with self.accelerator.autocast():
+                out = generate(self.policy, self.tokenizer, [p for p in prompts for _ in range(g)], self.sampling)
             generate_s += time.perf_counter() - gen_started
             texts = decode(self.tokenizer, out)
             rewards, correct, failures = self.reward(texts, [p for p in problems for _ in range(g)])
