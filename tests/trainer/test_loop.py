@@ -158,3 +158,8 @@ def test_metrics_lines_are_plain_json(train_config):
     result = run(train_config())
     line = (result.output_dir / "metrics.jsonl").read_text().splitlines()[0]
     assert json.loads(line)["step"] == 1
+
+
+def test_vllm_without_vllm_says_how_to_get_it(train_config):
+    with pytest.raises(TrainingError, match=r"ccapo\[vllm\]"):
+        run(train_config(use_vllm=True))

@@ -58,7 +58,8 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.6, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     generation_batch_size: int = Field(64, ge=1, description="sequences per generate() call")
-    use_vllm: bool = Field(False, description="generate with vLLM (CUDA, the [vllm] extra)")
+    use_vllm: bool = Field(False, description="generate with colocated vLLM (CUDA, the [vllm] extra)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share vLLM may take")
 
     # -- rewards and advantages -----------------------------------------------------------------
     rewards: list[str] = Field(default_factory=lambda: ["correctness"], description="registered reward names")

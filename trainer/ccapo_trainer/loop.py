@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from ccapo import Scorer
-from ccapo.models import load_model
+from ccapo.models import load_model, resolve_model
 from ccapo_trainer.advantages import group_advantages, zero_variance_groups
 from ccapo_trainer.checkpoint import (
     DataPosition,
@@ -41,7 +41,15 @@ from ccapo_trainer.evaluate import greedy_accuracy
 from ccapo_trainer.loss import policy_loss
 from ccapo_trainer.metrics import MetricsLog, weight_histogram
 from ccapo_trainer.rewards import RewardFn, reward_fn
-from ccapo_trainer.rollout import Sampling, chunked, completion_logprobs, decode, generate
+from ccapo_trainer.rollout import (
+    Completions,
+    Sampling,
+    chunked,
+    completion_logprobs,
+    decode,
+    generate,
+    stop_token_ids,
+)
 from ccapo_trainer.weighting import segment_only, weight_provider
 
 logger = logging.getLogger(__name__)
@@ -296,6 +304,20 @@ class _Run:
         self.provider = provider
         self.scorer = Scorer(policy, tokenizer)  # segmenting only, for the uniform arm's metrics
         self.pad_id = tokenizer.pad_token_id
+        self.vllm = None
+        if self.config.use_vllm:
+            from ccapo_trainer.vllm_rollout import VllmGenerator
+
+            try:
+                self.vllm = VllmGenerator(
+                    resolve_model(self.config.model),
+                    seed=self.config.seed,
+                    max_model_len=self.config.max_prompt_length + self.config.max_completion_length,
+                    gpu_memory_utilization=self.config.vllm_gpu_memory_utilization,
+                )
+            except RuntimeError as err:
+                raise TrainingError(str(err)) from None
+            self.vllm.sync(policy)  # a resumed policy differs from the files vLLM loaded
         self.sampling = Sampling(
             max_new_tokens=self.config.max_completion_length,
             temperature=self.config.temperature,
@@ -340,6 +362,8 @@ class _Run:
         update_started = time.perf_counter()
         record.update(self.update(prompts, ids, loss_mask, advantages, batch.weights))
         self.provider.maybe_sync(self.policy, self.tokenizer, step)
+        if self.vllm is not None:
+            self.vllm.sync(self.policy)
         update_s = time.perf_counter() - update_started
 
         step_s = time.perf_counter() - started
@@ -384,8 +408,7 @@ class _Run:
                 continue
             gen_started = time.perf_counter()
             g = config.num_generations
-            with self.accelerator.autocast():
-                out = generate(self.policy, self.tokenizer, [p for p in prompts for _ in range(g)], self.sampling)
+            out = self.generate([p for p in prompts for _ in range(g)])
             generate_s += time.perf_counter() - gen_started
             texts = decode(self.tokenizer, out)
             rewards, correct, failures = self.reward(texts, [p for p in problems for _ in range(g)])
@@ -401,6 +424,12 @@ class _Run:
                 if not (config.dynamic_sampling and dead[k]):
                     kept.append(group)
         return kept[: config.prompts_per_step], self._rollout_metrics(seen, kept, rounds, reward_failures, generate_s)
+
+    def generate(self, prompts: list[list[int]]) -> Completions:
+        if self.vllm is not None:
+            return self.vllm.generate(prompts, self.sampling, stop_token_ids(self.policy, self.tokenizer), self.pad_id)
+        with self.accelerator.autocast():
+            return generate(self.policy, self.tokenizer, prompts, self.sampling)
 
     def reward(self, texts: Sequence[str], problems: Sequence[Problem]) -> tuple[list[float], list[bool], int]:
         """Per sample: the weighted sum of the reward functions, whether the first one (the task's
