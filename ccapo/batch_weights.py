@@ -48,23 +48,28 @@ class BatchWeights:
         return sum(error is not None for error in self.errors)
 
     def metrics(self, mask: torch.Tensor | None = None) -> dict[str, float]:
-        """Weight statistics over real tokens, the share of rows scored, and the weight mass on calculation spans."""
+        """Weight statistics over real tokens, the share of rows scored, and the shares of weight mass on
+        calculation spans and on all probed spans (the rest sits on unprobed tokens and the answer)."""
         mask = torch.ones_like(self.weights, dtype=torch.bool) if mask is None else mask.to(torch.bool)
         real = self.weights[mask]
         if real.numel() == 0:
             return {}
         calc = torch.zeros_like(self.weights, dtype=torch.bool)
+        probed = torch.zeros_like(calc)
         for row, result in enumerate(self.results):
             for span in getattr(result, "spans", None) or ():
+                probed[row, span.token_start : span.token_end] = True
                 if span.kind == "calc":
                     calc[row, span.token_start : span.token_end] = True
+        total = real.sum().clamp(min=1e-12)
         scored = sum(getattr(r, "status", None) == "ok" for r in self.results)
         return {
             "weights/mean": float(real.mean()),
             "weights/std": float(real.std()) if real.numel() > 1 else 0.0,
             "weights/min": float(real.min()),
             "weights/max": float(real.max()),
-            "weights/calc_mass": float(self.weights[calc & mask].sum() / real.sum().clamp(min=1e-12)),
+            "weights/calc_mass": float(self.weights[calc & mask].sum() / total),
+            "weights/span_mass": float(self.weights[probed & mask].sum() / total),
             "weights/scored_share": scored / max(len(self.results), 1),
             "weights/failed": float(self.failed),
         }
