@@ -41,6 +41,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("-o", "--output", type=Path, help="also write the result and completions as JSON")
     evaluate.set_defaults(run=_eval)
 
+    experiment = sub.add_parser("experiment", help="the CPU testbed: do the paper's claims hold under control?")
+    experiment.add_argument("name", choices=["testbed"], help="which experiment (testbed: docs/testbed.md)")
+    experiment.add_argument("--seeds", type=int, default=3, help="RL seeds per arm (default 3)")
+    experiment.add_argument("--steps", type=int, help="RL steps per run (default 60)")
+    experiment.add_argument("--smoke", action="store_true", help="a minute-long run that checks the pipeline only")
+    experiment.add_argument("-o", "--output", type=Path, default=Path("runs/testbed"), help="output directory")
+    experiment.set_defaults(run=_experiment)
+
     plot = sub.add_parser("plot", help="PNG curves (reward, accuracy) and weight histograms of training runs")
     plot.add_argument("runs", nargs="+", type=Path, help="run output directories (each has metrics.jsonl)")
     plot.add_argument("-o", "--output", type=Path, default=Path("plots"), help="directory for the PNGs")
@@ -125,6 +133,36 @@ def _eval(args: argparse.Namespace) -> int:
         summary = {"model": args.model, "data": args.data, "split": args.split, "accuracy": result.accuracy,
                    "correct": result.correct, "total": result.total, "samples": rows}
         args.output.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ccapo_trainer.testbed.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig.smoke() if args.smoke else ExperimentConfig(seeds=tuple(range(args.seeds)))
+    if args.steps:
+        config = dataclasses.replace(config, steps=args.steps)
+    if args.smoke and args.seeds != 3:
+        config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
+    runs = len(config.seeds) * len(config.arms)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task("testbed", total=runs * config.steps)
+        finished: dict[tuple[str, int], int] = {}
+
+        def on_step(arm: str, seed: int, record: dict[str, Any]) -> None:
+            finished[arm, seed] = record["step"]
+            bar.update(task, completed=sum(finished.values()), description=f"seed {seed} {arm}")
+            logger.info("seed %d %s step %d  %s", seed, arm, record["step"], _status(record))
+
+        summary = run_experiment(config, args.output, on_step)
+    for arm, row in summary["arms"].items():
+        stderr.print(f"{arm:>15}: final held-out accuracy {row['final_mean']:.3f} "
+                     f"(95% {row['final_ci95'][0]:.3f} to {row['final_ci95'][1]:.3f})")
+    stderr.print(f"report: {args.output / 'report.md'}")
     return 0
 
 

@@ -87,7 +87,13 @@ def load_gsm_symbolic(n: int, seed: int = 0) -> list[Problem]:
 
 # A task loader: (split, **dataset_kwargs) -> problems. Task packs register theirs here.
 TaskLoader = Callable[..., list[Problem]]
-TASKS: dict[str, TaskLoader] = {}
+def _arith(split: str, **kwargs: Any) -> list[Problem]:
+    from ccapo_trainer.testbed.task import arith_task  # the CPU testbed's synthetic arithmetic task
+
+    return arith_task(split, **kwargs)
+
+
+TASKS: dict[str, TaskLoader] = {"arith": _arith}
 
 # gsm_symbolic has no splits: each split is its own seeded draw, far apart so they never overlap.
 _SYMBOLIC_SPLIT_SEEDS = {"train": 0, "test": 1_000_003, "validation": 2_000_003}

@@ -40,7 +40,18 @@ def format_reward(completion: str, reference: str = "") -> float:
     return 0.0 if final_answer(completion) is None else 1.0
 
 
-REWARDS: dict[str, RewardFn] = {"correctness": correctness_reward, "format": format_reward}
+def exact_integer_reward(completion: str, reference: str) -> float:
+    """The CPU testbed's exact reward: the text after the last "####" is the reference integer."""
+    from ccapo_trainer.testbed.reward import exact_reward
+
+    return exact_reward(completion, reference)
+
+
+REWARDS: dict[str, RewardFn] = {
+    "correctness": correctness_reward,
+    "format": format_reward,
+    "exact": exact_integer_reward,
+}
 
 
 def register_reward(name: str, fn: RewardFn) -> None:

@@ -7,13 +7,12 @@ import json
 import time
 
 import pytest
+from ccapo_trainer.evaluate import greedy_accuracy
 from ccapo_trainer.testbed import (
     TaskConfig,
     WarmStartConfig,
     arith_problems,
     exact_reward,
-    greedy_accuracy,
-    greedy_completions,
     load_warm_start,
     warm_start,
 )
@@ -50,16 +49,11 @@ def test_second_call_hits_the_cache_and_other_settings_do_not(cached):
 def test_greedy_evaluation_scores_what_it_generates(cached):
     model, tokenizer = load_warm_start(cached[1])
     problems = arith_problems(6, seed=0, config=TASK, split="test")
-    completions = greedy_completions(model, tokenizer, problems, max_new_tokens=24, batch_size=4)
-    assert len(completions) == 6 and not any("<|" in c for c in completions)
-    expected = sum(exact_reward(c, p.answer) for c, p in zip(completions, problems, strict=True)) / 6
-    assert greedy_accuracy(model, tokenizer, problems, max_new_tokens=24, batch_size=4) == expected
+    result = greedy_accuracy(model, tokenizer, problems, max_new_tokens=24, batch_size=4, reward_fn=exact_reward)
+    assert len(result.completions) == 6 and not any("<|" in c for c in result.completions)
+    expected = sum(exact_reward(c, p.answer) for c, p in zip(result.completions, problems, strict=True))
+    assert result.correct == expected and result.accuracy == expected / 6
     # left padding: a problem's completion does not depend on the batch it is in
-    assert greedy_completions(model, tokenizer, problems[:1], max_new_tokens=24) == completions[:1]
+    alone = greedy_accuracy(model, tokenizer, problems[:1], max_new_tokens=24, reward_fn=exact_reward)
+    assert alone.completions == result.completions[:1]
     assert model.training is False
-
-
-def test_greedy_accuracy_of_a_perfect_reward_is_one(cached):
-    model, tokenizer = load_warm_start(cached[1])
-    problems = arith_problems(3, seed=0, config=TASK, split="test")
-    assert greedy_accuracy(model, tokenizer, problems, max_new_tokens=4, reward=lambda c, r: 1.0) == 1.0

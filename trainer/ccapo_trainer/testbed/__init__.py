@@ -1,6 +1,5 @@
 """A CPU testbed: a synthetic arithmetic task with filler lines, a ~1M-parameter Llama, a cached warm start."""
 
-from ccapo_trainer.testbed.evaluate import greedy_accuracy, greedy_completions
 from ccapo_trainer.testbed.model import ModelShape, tiny_model
 from ccapo_trainer.testbed.reward import exact_reward
 from ccapo_trainer.testbed.task import TaskConfig, arith_problems, arith_task
@@ -15,8 +14,6 @@ __all__ = [
     "arith_task",
     "build_tokenizer",
     "exact_reward",
-    "greedy_accuracy",
-    "greedy_completions",
     "load_warm_start",
     "tiny_model",
     "warm_start",

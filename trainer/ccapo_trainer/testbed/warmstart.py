@@ -24,8 +24,9 @@ from platformdirs import user_cache_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo_trainer.data import Problem, prompt_messages
-from ccapo_trainer.testbed.evaluate import greedy_accuracy
+from ccapo_trainer.evaluate import greedy_accuracy
 from ccapo_trainer.testbed.model import ModelShape, tiny_model
+from ccapo_trainer.testbed.reward import exact_reward
 from ccapo_trainer.testbed.task import TaskConfig, arith_problems, slipped_solution
 from ccapo_trainer.testbed.tokenizer import build_tokenizer
 
@@ -90,7 +91,10 @@ def warm_start(
     metadata["final_loss"] = round(final_loss, 4)
     if config.eval_size:
         held_out = arith_problems(config.eval_size, seed, task, split="test")
-        metadata["eval_accuracy"] = greedy_accuracy(model, tokenizer, held_out, config.max_new_tokens)
+        result = greedy_accuracy(
+            model, tokenizer, held_out, max_new_tokens=config.max_new_tokens, reward_fn=exact_reward
+        )
+        metadata["eval_accuracy"] = result.accuracy
         logger.info("warm start %s: greedy held-out accuracy %.3f", key, metadata["eval_accuracy"])
     _save_atomically(model, tokenizer, metadata, target)
     return target

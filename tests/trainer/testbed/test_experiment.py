@@ -1,0 +1,53 @@
+"""`ccapo experiment testbed --smoke`: every arm trains from the warm start and the report is written.
+It checks the pipeline, never the outcome."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from ccapo_trainer.metrics import read_metrics
+from ccapo_trainer.testbed.experiment import ARMS, ExperimentConfig, run_experiment, summarize
+
+
+def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("CCAPO_CACHE", str(tmp_path / "cache"))
+    config = ExperimentConfig.smoke()
+    summary = run_experiment(config, tmp_path / "out")
+
+    assert list(summary["arms"]) == list(ARMS)
+    for arm in ARMS:
+        records = read_metrics(tmp_path / "out" / "seed0" / arm)
+        assert [r["step"] for r in records] == [0, 1, 2]
+        assert all("eval/accuracy" in r for r in records)
+        assert records[1]["weights/span_mass"] >= records[1]["weights/calc_mass"] >= 0
+    weighted = read_metrics(tmp_path / "out" / "seed0" / "counterfactual")[1]
+    assert weighted["time/score_s"] > 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert all(f"| {arm} |" in report for arm in ARMS)
+    assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["arms"]["uniform"]["final_mean"] >= 0
+
+    started = time.perf_counter()
+    assert run_experiment(config, tmp_path / "out")["arms"] == summary["arms"]  # finished runs are reused
+    assert time.perf_counter() - started < 15
+
+
+def test_summary_statistics_on_known_curves():
+    def run(points, calc=0.5):
+        return [{"step": s, "eval/accuracy": a, "time/step_s": 1.0, "weights/calc_mass": calc,
+                 "weights/span_mass": calc + 0.1, "scoring_overhead_pct": 10.0} for s, a in points]
+
+    runs = {
+        "uniform": {0: run([(0, 0.2), (10, 0.3), (20, 0.4)]), 1: run([(0, 0.2), (10, 0.3), (20, 0.6)])},
+        "counterfactual": {0: run([(0, 0.2), (10, 0.5), (20, 0.6)]), 1: run([(0, 0.2), (10, 0.5), (20, 0.6)])},
+    }
+    summary = summarize(runs, ExperimentConfig(seeds=(0, 1), arms=("uniform", "counterfactual")))
+    uniform, weighted = summary["arms"]["uniform"], summary["arms"]["counterfactual"]
+    assert summary["uniform_final_mean"] == 0.5
+    assert uniform["steps_to_uniform_final"] == 20 and weighted["steps_to_uniform_final"] == 10
+    low, high = uniform["final_ci95"]
+    assert low < 0.5 < high and high - 0.5 == 0.5 - low
+    assert weighted["final_ci95"] == (0.6, 0.6)
+    assert weighted["filler_mass"] == pytest.approx(0.1)
