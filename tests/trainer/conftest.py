@@ -1,4 +1,4 @@
-"""A tiny word-level policy for trainer tests: random init, but its 26-word vocabulary makes "####"
+"""A tiny word-level policy for trainer tests: random init, but its 25-word vocabulary makes "####"
 answers, sentences and calculations common in its samples, so rewards vary within a group and the
 counterfactual scorer has spans to probe."""
 
@@ -9,27 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from ccapo_trainer.config import TrainConfig
-from ccapo_trainer.data import Problem
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-WORDS = ["<pad>", "<eos>", "<bos>", *"0123456789", "+", "=", "####", ".", "so", "the", "answer", "is", "we", "add",
-         "what", "?"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %} .{% endif %}"
-)
-PROBLEMS = [
-    Problem("what is 3 + 4 ?", "7"),
-    Problem("what is 2 + 2 ?", "4"),
-    Problem("what is 5 + 3 ?", "8"),
-    Problem("what is 1 + 5 ?", "6"),
-]
-
-
-def mentions_answer(completion: str, answer: str) -> float:
-    """A reward a random policy earns about half the time: the answer is among the completion's words."""
-    return float(answer in completion.split())
+from word_policy import CHAT_TEMPLATE, WORDS
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +63,3 @@ def train_config(word_model_dir: Path, tmp_path: Path):
         return TrainConfig.model_validate(settings)
 
     return make
-
-
-REWARDS = {"mentions_answer": mentions_answer}

@@ -11,8 +11,8 @@ import pytest
 import torch
 from ccapo_trainer.loop import Trainer, TrainingError
 from ccapo_trainer.metrics import read_metrics
-from conftest import PROBLEMS, REWARDS
 from safetensors.torch import load_file
+from word_policy import PROBLEMS, REWARDS
 
 from ccapo import Scorer
 

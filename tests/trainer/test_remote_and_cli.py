@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from ccapo_trainer.loop import Trainer
 from ccapo_trainer.metrics import read_metrics
-from conftest import PROBLEMS, REWARDS, WORDS
 from live_server import start_server
 from transformers import AutoModelForCausalLM
+from word_policy import PROBLEMS, REWARDS, WORDS
 
 
 def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_dir, tmp_path):
