@@ -158,7 +158,11 @@ def _experiment(args: argparse.Namespace) -> int:
             bar.update(task, completed=sum(finished.values()), description=f"seed {seed} {arm}")
             logger.info("seed %d %s step %d  %s", seed, arm, record["step"], _status(record))
 
-        summary = run_experiment(config, args.output, on_step)
+        try:
+            summary = run_experiment(config, args.output, on_step)
+        except KeyboardInterrupt as stop:
+            stderr.print(f"[yellow]{stop}[/yellow]")
+            return 143
     for arm, row in summary["arms"].items():
         stderr.print(f"{arm:>15}: final held-out accuracy {row['final_mean']:.3f} "
                      f"(95% {row['final_ci95'][0]:.3f} to {row['final_ci95'][1]:.3f})")
