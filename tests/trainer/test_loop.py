@@ -16,8 +16,10 @@ from word_policy import PROBLEMS, REWARDS
 
 from ccapo import Scorer
 
-# Time and the learning-rate schedule's float noise aside, a resumed run must log what the uninterrupted one did.
-UNTIMED = lambda record: {k: v for k, v in record.items() if not k.startswith("time/") and k != "scoring_overhead_pct"}  # noqa: E731
+
+def untimed(record: dict) -> dict:
+    """Timings aside, a resumed run must log exactly what the uninterrupted one did."""
+    return {k: v for k, v in record.items() if not k.startswith("time/") and k != "scoring_overhead_pct"}
 
 
 def run(config, **kwargs):
@@ -113,7 +115,7 @@ def test_a_failing_scorer_leaves_uniform_weights_and_is_counted(train_config, mo
     monkeypatch.setattr(Scorer, "compute", broken)
     result = run(train_config(weighting="counterfactual"))
     [record] = read_metrics(result.output_dir)
-    assert record["weighting/failed"] == 8 and record["weights/min"] == record["weights/max"] == 1.0
+    assert record["weights/failed"] == 8 and record["weights/min"] == record["weights/max"] == 1.0
     assert record["update/skipped"] == 0
 
 
@@ -141,8 +143,8 @@ def test_resume_after_2_of_4_steps_gives_the_uninterrupted_metrics(train_config,
     assert first.interrupted and first.step == 2
     assert run(split, resume=True).step == 4
 
-    expected = [UNTIMED(r) for r in read_metrics(whole.output_dir)]
-    resumed = [UNTIMED(r) for r in read_metrics(split.output_dir)]
+    expected = [untimed(r) for r in read_metrics(whole.output_dir)]
+    resumed = [untimed(r) for r in read_metrics(split.output_dir)]
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     assert resumed == expected
 

@@ -65,9 +65,7 @@ def _train(args: argparse.Namespace) -> int:
     except (ConfigError, TrainingError, ValueError) as err:
         stderr.print(f"[red]error:[/red] {err}")
         return 2
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=stderr) as bar:
+    with _progress(TextColumn("{task.fields[status]}")) as bar:
         task = bar.add_task("training", total=config.steps, status="", completed=0)
 
         def on_step(record: dict[str, Any]) -> None:
@@ -83,6 +81,11 @@ def _train(args: argparse.Namespace) -> int:
             return 2
     stderr.print(f"{'stopped' if result.interrupted else 'finished'} at step {result.step}: {result.output_dir}")
     return 143 if result.interrupted else 0
+
+
+def _progress(*extra: TextColumn) -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, TimeRemainingColumn(), *extra, console=stderr)
 
 
 def _status(record: dict[str, Any]) -> str:
@@ -147,9 +150,7 @@ def _experiment(args: argparse.Namespace) -> int:
     if args.smoke and args.seeds != 3:
         config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
     runs = len(config.seeds) * len(config.arms)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=stderr) as bar:
+    with _progress() as bar:
         task = bar.add_task("testbed", total=runs * config.steps)
         finished: dict[tuple[str, int], int] = {}
 

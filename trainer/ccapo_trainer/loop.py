@@ -260,10 +260,9 @@ class Trainer:
     def _save(self, accelerator: Accelerator, state: TrainState, policy, tokenizer, optimizer, scheduler) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            path = save_checkpoint(
-                self.output_dir, state, policy, tokenizer, optimizer, scheduler,
-                self.config.to_yaml(), self.config.keep_checkpoints,
-            )
+            config = self.config
+            args = (state, policy, tokenizer, optimizer, scheduler, config.to_yaml(), config.keep_checkpoints)
+            path = save_checkpoint(self.output_dir, *args)
             logger.info("checkpoint %s", path)
 
     @contextmanager
@@ -357,7 +356,6 @@ class _Run:
         if self.provider.config.provider == "remote":  # step's rollouts came from the policy after step - 1
             record["weighting/version_lag"] = float(step - 1 - self.provider.synced_step)
         record["weights/hist"] = weight_histogram(batch.weights, mask)
-        record["weighting/failed"] = batch.failed
 
         update_started = time.perf_counter()
         record.update(self.update(prompts, ids, loss_mask, advantages, batch.weights))
@@ -399,8 +397,8 @@ class _Run:
                         self.tokenizer, self.trainer.train_problems[index], config.system_prompt
                     )
                 if len(prompt) > config.max_prompt_length:
-                    logger.warning("skipping problem %d: its prompt has %d tokens (max_prompt_length %d)",
-                                   index, len(prompt), config.max_prompt_length)
+                    limit = config.max_prompt_length
+                    logger.warning("skipping problem %d: its prompt has %d tokens (max %d)", index, len(prompt), limit)
                     continue
                 problems.append(self.trainer.train_problems[index])
                 prompts.append(prompt)
