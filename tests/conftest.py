@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,15 @@ TINY = dict(
     max_position_embeddings=1024,
     tie_word_embeddings=True,
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state() -> Iterator[None]:
+    """accelerate keeps one process-wide state that refuses other settings once made: TRL's trainers
+    make it with theirs, ccapo's trainer with its own. Each test starts from a clean one."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture(scope="session")
