@@ -164,6 +164,9 @@ def _experiment(args: argparse.Namespace) -> int:
         except KeyboardInterrupt as stop:
             stderr.print(f"[yellow]{stop}[/yellow]")
             return 143
+        except ValueError as err:
+            stderr.print(f"[red]error:[/red] {err}")
+            return 2
     for arm, row in summary["arms"].items():
         stderr.print(f"{arm:>15}: final held-out accuracy {row['final_mean']:.3f} "
                      f"(95% {row['final_ci95'][0]:.3f} to {row['final_ci95'][1]:.3f})")

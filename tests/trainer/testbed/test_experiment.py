@@ -3,6 +3,7 @@ It checks the pipeline, never the outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -32,6 +33,10 @@ def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monke
     started = time.perf_counter()
     assert run_experiment(config, tmp_path / "out")["arms"] == summary["arms"]  # finished runs are reused
     assert time.perf_counter() - started < 15
+
+    changed = dataclasses.replace(config, train={**config.train, "learning_rate": 3e-5})
+    with pytest.raises(ValueError, match="other settings"):  # never reuse a run made with other settings
+        run_experiment(changed, tmp_path / "out")
 
 
 def test_summary_statistics_on_known_curves():

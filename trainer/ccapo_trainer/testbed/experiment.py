@@ -117,6 +117,9 @@ def run_experiment(
 
 def _train(config: TrainConfig, run_dir: Path, on_step) -> list[dict[str, Any]] | None:
     """The run's metrics, training it first unless it finished before; None if a signal stopped it."""
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and saved.read_text() != config.to_yaml():
+        raise ValueError(f"{run_dir} holds a run with other settings: choose another --output, or delete it")
     done = (run_dir / "metrics.jsonl").is_file() and any(r["step"] == config.steps for r in read_metrics(run_dir))
     if not done:
         resume = bool(list_checkpoints(run_dir))
