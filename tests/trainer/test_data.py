@@ -57,3 +57,21 @@ def test_bad_inputs_say_what_to_fix(tmp_path):
         gsm8k_answer("no marker")
     with pytest.raises(ValueError, match=r"\.jsonl"):
         load_local(tmp_path / "data.csv")
+
+
+def test_registered_tasks_and_rewards_are_found_by_name(monkeypatch):
+    from ccapo_trainer import data, rewards
+    from ccapo_trainer.data import load_problems, register_task
+    from ccapo_trainer.rewards import register_reward, reward_fn
+
+    monkeypatch.setattr(data, "TASKS", dict(data.TASKS))  # the registries are process-wide
+    monkeypatch.setattr(rewards, "REWARDS", dict(rewards.REWARDS))
+
+    register_task("two", lambda split, size=2: [Problem(f"{split} {i}", str(i)) for i in range(size)])
+    assert [p.question for p in load_problems("two", "test", size=3)] == ["test 0", "test 1", "test 2"]
+    register_reward("length", lambda completion, answer: float(len(completion)))
+    assert reward_fn("length")("abc", "") == 3.0
+    with pytest.raises(ValueError, match="register_reward"):
+        reward_fn("no-such-reward")
+    with pytest.raises(ValueError, match="gsm8k, gsm_symbolic, arith, two"):
+        load_problems("no-such-task", "train")

@@ -32,10 +32,6 @@ class Completions:
     mask: torch.Tensor
     truncated: torch.Tensor
 
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.mask.sum(-1)
-
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """EOS and the chat template's end-of-turn tokens: any of them ends a completion."""
