@@ -48,6 +48,7 @@ from ccapo_trainer.rollout import (
     completion_logprobs,
     decode,
     generate,
+    pad_right,
     stop_token_ids,
 )
 from ccapo_trainer.weighting import segment_only, weight_provider
@@ -336,8 +337,8 @@ class _Run:
         g = self.config.num_generations
         prompts = [group.prompt for group in groups for _ in range(g)]
         width = max(group.ids.shape[1] for group in groups)
-        ids = torch.cat([_pad_to(group.ids, width, self.pad_id) for group in groups])
-        mask = torch.cat([_pad_to(group.mask, width, 0) for group in groups])
+        ids = torch.cat([pad_right(group.ids, width, self.pad_id) for group in groups])
+        mask = torch.cat([pad_right(group.mask, width, 0) for group in groups])
         rewards = torch.cat([group.rewards for group in groups])
         advantages = group_advantages(rewards, g, self.config.scale_rewards)
         loss_mask = mask.clone()
@@ -586,12 +587,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _pad_to(t: torch.Tensor, width: int, value: int) -> torch.Tensor:
-    if t.shape[1] == width:
-        return t
-    return torch.cat([t, t.new_full((t.shape[0], width - t.shape[1]), value)], dim=1)
 
 
 def _accumulate(totals: dict[str, float], values: dict[str, float], share: float) -> None:

@@ -80,7 +80,7 @@ def generate(
     finally:
         model.train(was_training)
     width = max(chunk.shape[1] for chunk in chunks)
-    completion_ids = torch.cat([_pad_right(chunk, width, pad_id) for chunk in chunks])
+    completion_ids = torch.cat([pad_right(chunk, width, pad_id) for chunk in chunks])
     return completions_from_ids(completion_ids, stops, pad_id, sampling.max_new_tokens)
 
 
@@ -101,7 +101,7 @@ def decode(tokenizer: PreTrainedTokenizerBase, completions: Completions) -> list
     return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def _pad_right(ids: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
+def pad_right(ids: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
     if ids.shape[1] == width:
         return ids
     return torch.cat([ids, ids.new_full((ids.shape[0], width - ids.shape[1]), pad_id)], dim=1)
