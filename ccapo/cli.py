@@ -33,19 +33,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:  # the server parses its own flags
         return _serve(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse leaves KEY=VALUE overrides that follow an option after a first positional unmatched
+    # (`ccapo experiment testbed --arms uniform lr=1e-5`); they are still overrides.
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(e) for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=stderr, show_path=False)],
     )
-    logging.getLogger("ccapo").setLevel(logging.INFO)
+    for name in ("ccapo", "ccapo_trainer"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if not args.verbose:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()  # our own progress display is enough
     return args.run(args)
+
+
+def _is_override(arg: str) -> bool:
+    return not arg.startswith("-") and "=" in arg
 
 
 def _parser() -> argparse.ArgumentParser:

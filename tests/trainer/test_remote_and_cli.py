@@ -80,6 +80,7 @@ def test_train_cli_overrides_and_errors(word_model_dir, tmp_path):
     done = ccapo("train", "--config", str(config), "steps=1", "weighting=uniform", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "finished at step 1" in done.stderr
+    assert "step 1/1" in done.stderr  # no terminal, so no live bar: a log line per step instead
     again = ccapo("train", "--config", str(config), "steps=1", cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in again.stderr
     typo = ccapo("train", "--config", str(config), "stepz=1", cwd=tmp_path)

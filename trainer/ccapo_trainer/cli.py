@@ -44,9 +44,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     experiment = sub.add_parser("experiment", help="the CPU testbed: do the paper's claims hold under control?")
     experiment.add_argument("name", choices=["testbed"], help="which experiment (testbed: docs/testbed.md)")
     experiment.add_argument("--seeds", type=int, default=3, help="RL seeds per arm (default 3)")
-    experiment.add_argument("--steps", type=int, help="RL steps per run (default 60)")
+    experiment.add_argument("--steps", type=int, help="RL steps per run (default 100)")
+    experiment.add_argument(
+        "--arms", type=lambda text: [arm.strip() for arm in text.split(",")],
+        help="comma-separated (default: uniform,counterfactual,inverted,random)",
+    )
     experiment.add_argument("--smoke", action="store_true", help="a minute-long run that checks the pipeline only")
     experiment.add_argument("-o", "--output", type=Path, default=Path("runs/testbed"), help="output directory")
+    experiment.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="training settings, e.g. learning_rate=5e-5 "
+        "scoring.weights.scheme=normalized (use a new --output: runs made with other settings are never reused)"
+    )
     experiment.set_defaults(run=_experiment)
 
     plot = sub.add_parser("plot", help="PNG curves (reward, accuracy) and weight histograms of training runs")
@@ -71,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
         def on_step(record: dict[str, Any]) -> None:
             status = _status(record)
             bar.update(task, completed=record["step"], status=status)
-            logger.info("step %d/%d  %s", record["step"], config.steps, status)
+            _log_unless_terminal("step %d/%d  %s", record["step"], config.steps, status)
 
         trainer.on_step = on_step
         try:
@@ -86,6 +94,12 @@ def _train(args: argparse.Namespace) -> int:
 def _progress(*extra: TextColumn) -> Progress:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return Progress(*columns, TimeRemainingColumn(), *extra, console=stderr)
+
+
+def _log_unless_terminal(message: str, *args: Any) -> None:
+    """Per-step lines for logs (CI, nohup, a cluster's job log), where rich draws no live bar."""
+    if not stderr.is_terminal:
+        logger.info(message, *args)
 
 
 def _status(record: dict[str, Any]) -> str:
@@ -140,8 +154,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    import copy
     import dataclasses
 
+    from ccapo_trainer.config import ConfigError, apply_overrides
     from ccapo_trainer.testbed.experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig.smoke() if args.smoke else ExperimentConfig(seeds=tuple(range(args.seeds)))
@@ -149,6 +165,14 @@ def _experiment(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, steps=args.steps)
     if args.smoke and args.seeds != 3:
         config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
+    if args.arms:
+        config = dataclasses.replace(config, arms=tuple(dict.fromkeys(args.arms)))
+    try:
+        train = apply_overrides(copy.deepcopy(config.train), args.overrides)
+    except ConfigError as err:
+        stderr.print(f"[red]error:[/red] {err}")
+        return 2
+    config = dataclasses.replace(config, train=train)
     runs = len(config.seeds) * len(config.arms)
     with _progress() as bar:
         task = bar.add_task("testbed", total=runs * config.steps)
@@ -157,7 +181,7 @@ def _experiment(args: argparse.Namespace) -> int:
         def on_step(arm: str, seed: int, record: dict[str, Any]) -> None:
             finished[arm, seed] = record["step"]
             bar.update(task, completed=sum(finished.values()), description=f"seed {seed} {arm}")
-            logger.info("seed %d %s step %d  %s", seed, arm, record["step"], _status(record))
+            _log_unless_terminal("seed %d %s step %d/%d  %s", seed, arm, record["step"], config.steps, _status(record))
 
         try:
             summary = run_experiment(config, args.output, on_step)

@@ -8,6 +8,7 @@ with the key's name instead of hours into a run.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,24 +133,39 @@ class TrainConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 class ConfigError(ValueError):
     """A config file or override the user must fix."""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """A config from a YAML file (or defaults), with `key=value` overrides applied on top."""
-    raw = _read_yaml(Path(path)) if path is not None else {}
-    for override in overrides or []:
-        key, sep, value = override.partition("=")
-        if not sep or not key:
-            example = "learning_rate=1e-5 or scoring.intervention=pad"
-            raise ConfigError(f"override {override!r} is not key=value (for example {example})")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return parse_config(apply_overrides(_read_yaml(Path(path)) if path is not None else {}, overrides or []))
+
+
+def parse_config(raw: dict[str, Any]) -> TrainConfig:
+    """A validated config from raw settings; what is wrong comes back as one line per setting."""
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as err:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
         raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`raw` with each dotted `key=value` set in place (values parsed as YAML); returns `raw`."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            example = "learning_rate=1e-5 or scoring.intervention=pad"
+            raise ConfigError(f"override {override!r} is not key=value (for example {example})")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
+            parsed = float(parsed)  # YAML 1.1 reads "1e-5" (no dot) as a string
+        _set_dotted(raw, key.strip(), parsed)
+    return raw
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from ccapo_trainer.metrics import read_metrics
-from ccapo_trainer.testbed.experiment import ARMS, ExperimentConfig, run_experiment, summarize
+from ccapo_trainer.testbed.experiment import ARMS, ExperimentConfig, report, run_experiment, summarize
 
 
 def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monkeypatch):
@@ -56,3 +61,39 @@ def test_summary_statistics_on_known_curves():
     assert low < 0.5 < high and high - 0.5 == 0.5 - low
     assert weighted["final_ci95"] == (0.6, 0.6)
     assert weighted["filler_mass"] == pytest.approx(0.1)
+
+    assert uniform["vs_uniform"] is None
+    paired = weighted["vs_uniform"]
+    assert paired["seeds"] == [0, 1] and paired["final_diff"] == pytest.approx([0.2, 0.0])
+    assert paired["final_diff_mean"] == pytest.approx(0.1)
+    low, high = paired["final_diff_ci95"]
+    assert low < 0 < 0.1 < high  # two seeds that disagree: the interval spans zero
+    # Means over the evaluations after step 0: counterfactual 0.55 both seeds; uniform 0.35 and 0.45.
+    assert weighted["run_mean_accuracy"] == pytest.approx(0.55) and uniform["run_mean_accuracy"] == pytest.approx(0.4)
+    assert paired["run_mean_diff"] == pytest.approx([0.2, 0.1])
+    text = report(summary, ExperimentConfig(seeds=(0, 1), arms=("uniform", "counterfactual")))
+    assert "| counterfactual | +10.0 |" in text and "+20.0, +0.0" in text
+
+
+def ccapo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccapo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_experiment_command_takes_arms_and_training_overrides(tmp_path):
+    env = {**os.environ, "CCAPO_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    args = ("experiment", "testbed", "--smoke", "-o", str(out), "--arms", "uniform,counterfactual")
+    done = ccapo(*args, "learning_rate=3e-5", "scoring.weights.scheme=normalized", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (out / "seed0").iterdir()) == ["counterfactual", "uniform"]
+    saved = yaml.safe_load((out / "seed0" / "counterfactual" / "config.yaml").read_text())
+    assert saved["learning_rate"] == 3e-5 and saved["scoring"]["weights"]["scheme"] == "normalized"
+    assert "`learning_rate=3e-05`" in (out / "report.md").read_text()
+    assert "seed 0 counterfactual step 2/2" in done.stderr  # no terminal: a log line per step
+
+    # Mistakes fail at once, before any warm start or training.
+    for bad, message in ((["--arms", "nope"], "weighting"), (["learning_rate"], "key=value"),
+                         (["learning_rate=-1"], "learning_rate")):
+        failed = ccapo("experiment", "testbed", "--smoke", "-o", str(tmp_path / "bad"), *bad, cwd=tmp_path, env=env)
+        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+    assert not (tmp_path / "bad").exists()
