@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # argparse leaves KEY=VALUE overrides that follow an option after a first positional unmatched
-    # (`ccapo experiment testbed --arms uniform lr=1e-5`); they are still overrides.
-    if extra and isinstance(getattr(args, "overrides", None), list) and all(_is_override(e) for e in extra):
+    # (`ccapo experiment testbed --arms uniform lr=1e-5`); they are still overrides, checked later.
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(e.startswith("-") for e in extra):
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -54,10 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()  # our own progress display is enough
     return args.run(args)
-
-
-def _is_override(arg: str) -> bool:
-    return not arg.startswith("-") and "=" in arg
 
 
 def _parser() -> argparse.ArgumentParser:
