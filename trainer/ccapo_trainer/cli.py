@@ -157,19 +157,19 @@ def _experiment(args: argparse.Namespace) -> int:
     import copy
     import dataclasses
 
-    from ccapo_trainer.config import ConfigError, apply_overrides
+    from ccapo_trainer.config import apply_overrides
     from ccapo_trainer.testbed.experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig.smoke() if args.smoke else ExperimentConfig(seeds=tuple(range(args.seeds)))
-    if args.steps:
-        config = dataclasses.replace(config, steps=args.steps)
-    if args.smoke and args.seeds != 3:
-        config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
-    if args.arms:
-        config = dataclasses.replace(config, arms=tuple(dict.fromkeys(args.arms)))
     try:
+        if args.steps:
+            config = dataclasses.replace(config, steps=args.steps)
+        if args.smoke and args.seeds != 3:
+            config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
+        if args.arms:
+            config = dataclasses.replace(config, arms=tuple(dict.fromkeys(args.arms)))
         train = apply_overrides(copy.deepcopy(config.train), args.overrides)
-    except ConfigError as err:
+    except ValueError as err:  # ConfigError included
         stderr.print(f"[red]error:[/red] {err}")
         return 2
     config = dataclasses.replace(config, train=train)

@@ -92,8 +92,13 @@ def test_experiment_command_takes_arms_and_training_overrides(tmp_path):
     assert "seed 0 counterfactual step 2/2" in done.stderr  # no terminal: a log line per step
 
     # Mistakes fail at once, before any warm start or training.
-    for bad, message in ((["--arms", "nope"], "weighting"), (["learning_rate"], "key=value"),
-                         (["learning_rate=-1"], "learning_rate")):
-        failed = ccapo("experiment", "testbed", "--smoke", "-o", str(tmp_path / "bad"), *bad, cwd=tmp_path, env=env)
+    mistakes = [
+        (["--smoke", "--arms", "nope"], "weighting"),
+        (["--smoke", "learning_rate"], "key=value"),
+        (["--smoke", "learning_rate=-1"], "learning_rate"),
+        (["--steps", "15"], "multiple of eval_every"),  # the last step would go unevaluated
+    ]
+    for bad, message in mistakes:
+        failed = ccapo("experiment", "testbed", "-o", str(tmp_path / "bad"), *bad, cwd=tmp_path, env=env)
         assert failed.returncode == 2 and message in failed.stderr, failed.stderr
     assert not (tmp_path / "bad").exists()

@@ -65,6 +65,11 @@ class ExperimentConfig:
         }
     )
 
+    def __post_init__(self) -> None:
+        # The report's "final" accuracy is the last evaluation, so the last step must be evaluated.
+        if self.steps < 1 or self.eval_every < 1 or self.steps % self.eval_every:
+            raise ValueError(f"steps ({self.steps}) must be a positive multiple of eval_every ({self.eval_every})")
+
     @classmethod
     def smoke(cls) -> ExperimentConfig:
         """The pipeline end to end in a minute or two (CI): it checks that it runs, never the outcome."""
