@@ -143,20 +143,23 @@ def _train(config: TrainConfig, run_dir: Path, on_step) -> list[dict[str, Any]] 
 
 def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], config: ExperimentConfig) -> dict[str, Any]:
     curves = {arm: _mean_curve(by_seed) for arm, by_seed in runs.items()}
-    final = {arm: [_eval_points(records)[-1][1] for records in by_seed.values()] for arm, by_seed in runs.items()}
-    target = statistics.fmean(final["uniform"]) if "uniform" in final else None
+    # Per arm and seed: the last evaluation, and the mean over the evaluations after step 0.
+    final = {arm: {seed: _eval_points(recs)[-1][1] for seed, recs in by_seed.items()} for arm, by_seed in runs.items()}
+    means = {arm: _run_means(by_seed) for arm, by_seed in runs.items()}
+    target = statistics.fmean(final["uniform"].values()) if "uniform" in final else None
     arms = {}
     for arm, by_seed in runs.items():
         records = [r for recs in by_seed.values() for r in recs if "time/step_s" in r]
-        values = final[arm]
+        values = list(final[arm].values())
+        paired = arm != "uniform" and "uniform" in runs
         arms[arm] = {
             "final_accuracy": values,
             "final_mean": statistics.fmean(values),
             "final_ci95": _interval(values),
             "start_accuracy": curves[arm][0][1] if curves[arm] else None,
             "steps_to_uniform_final": _first_reaching(curves[arm], target) if target is not None else None,
-            "run_mean_accuracy": statistics.fmean(_run_means(by_seed).values()),
-            "vs_uniform": _paired_with_uniform(runs, arm),
+            "run_mean_accuracy": statistics.fmean(means[arm].values()),
+            "vs_uniform": _paired_with_uniform(final, means, arm) if paired else None,
             "calc_mass": _mean(records, "weights/calc_mass"),
             "filler_mass": _mean_of(records, lambda r: r["weights/span_mass"] - r["weights/calc_mass"]),
             "scoring_overhead_pct": _mean(records, "scoring_overhead_pct"),
@@ -171,16 +174,14 @@ def _run_means(by_seed: dict[int, list[dict[str, Any]]]) -> dict[int, float]:
     return {seed: statistics.fmean(a for s, a in _eval_points(records) if s > 0) for seed, records in by_seed.items()}
 
 
-def _paired_with_uniform(runs: dict[str, dict[int, list[dict[str, Any]]]], arm: str) -> dict[str, Any] | None:
+def _paired_with_uniform(
+    final: dict[str, dict[int, float]], means: dict[str, dict[int, float]], arm: str
+) -> dict[str, Any] | None:
     """The arm minus the uniform arm, seed by seed: both share the warm start, the data order and the
     first step's rollouts, so the pairing removes most seed-to-seed variation."""
-    if arm == "uniform" or "uniform" not in runs:
-        return None
-    seeds = sorted(set(runs[arm]) & set(runs["uniform"]))
+    seeds = sorted(set(final[arm]) & set(final["uniform"]))
     if not seeds:
         return None
-    final = {arm_: {s: _eval_points(runs[arm_][s])[-1][1] for s in seeds} for arm_ in (arm, "uniform")}
-    means = {arm_: _run_means({s: runs[arm_][s] for s in seeds}) for arm_ in (arm, "uniform")}
     final_diff = [final[arm][s] - final["uniform"][s] for s in seeds]
     mean_diff = [means[arm][s] - means["uniform"][s] for s in seeds]
     return {
