@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -120,6 +121,13 @@ def segment(
     return _evenly([s for s in candidates if usable(s, min_span_tokens)], max_spans)
 
 
+# How caller-given char spans share a token that straddles their boundary (said in errors and docs).
+STRADDLE_RULE = (
+    "a token that touches several spans belongs to the one holding its first non-whitespace character, "
+    "else its first character, else the first span it touches"
+)
+
+
 def custom_spans(
     text: str,
     offsets: Sequence[tuple[int, int]],
@@ -128,35 +136,81 @@ def custom_spans(
     *,
     by_tokens: bool,
 ) -> list[TokenSpan]:
-    """Caller-given spans, used as given: char ranges of `text`, or token ranges if `by_tokens`.
+    """Caller-given spans: char ranges of `text`, or token ranges if `by_tokens`.
 
-    Raises ValueError, saying what to fix, for an empty or out-of-bounds range, a char range that
-    covers no token, a range reaching into the answer region, or two ranges that overlap.
+    Char ranges that are disjoint as characters are never rejected, even when one token straddles
+    their boundary (a token "\\n   " ends one line and indents the next): such a token belongs to
+    exactly one span, by `STRADDLE_RULE`. Raises ValueError, saying what to fix, for an empty or
+    out-of-bounds range, a range that keeps no token, a range reaching into the answer region, or
+    two ranges that overlap (the message quotes both).
     """
     unit, limit = ("token", len(offsets)) if by_tokens else ("char", len(text))
-    answer_char = offsets[reasoning_tokens][0] if reasoning_tokens < len(offsets) else len(text)
-    spans: list[tuple[TokenSpan, tuple[int, int]]] = []
     for start, end in ranges:
         if start >= end:
             raise ValueError(f"custom span ({start}, {end}) is empty: its start must be below its end")
         if start < 0 or end > limit:
             raise ValueError(f"custom span ({start}, {end}) must lie in [0, {limit}] ({unit} offsets)")
-        token_start, token_end = (start, end) if by_tokens else char_range_to_tokens(offsets, start, end)
+    ordered = sorted((start, end) for start, end in ranges)
+
+    def quoted(start: int, end: int) -> str:
+        chars = (offsets[start][0], offsets[end - 1][1]) if by_tokens else (start, end)
+        return _quote(text[chars[0] : chars[1]])
+
+    for a, b in pairwise(ordered):
+        if b[0] < a[1]:
+            raise ValueError(
+                f"custom spans {a} and {b} overlap on {unit}s [{b[0]}, {min(a[1], b[1])}): "
+                f"{quoted(*a)} and {quoted(*b)}; make them disjoint"
+            )
+    token_ranges = ordered if by_tokens else _owned_tokens(text, offsets, ordered)
+    answer_char = offsets[reasoning_tokens][0] if reasoning_tokens < len(offsets) else len(text)
+    spans = []
+    for (start, end), (token_start, token_end) in zip(ordered, token_ranges, strict=True):
         if token_start == token_end:
-            raise ValueError(f"custom span ({start}, {end}) covers no token: widen it to cover some text")
+            if not char_range_to_tokens(offsets, start, end)[1]:
+                raise ValueError(f"custom span ({start}, {end}) covers no token: widen it to cover some text")
+            raise ValueError(
+                f"custom span ({start}, {end}) {quoted(start, end)} keeps no token: every token it touches "
+                f"belongs to a neighbouring span ({STRADDLE_RULE}); widen it or merge it with its neighbour"
+            )
         if token_end > reasoning_tokens:
             raise ValueError(
                 f"custom span ({start}, {end}) reaches into the answer region, which begins at token "
                 f"{reasoning_tokens} (char {answer_char}): end it there or earlier"
             )
-        spans.append((_span(offsets, token_start, token_end, "custom"), (start, end)))
-    spans.sort(key=lambda pair: pair[0].token_start)
-    for (a, given_a), (b, given_b) in pairwise(spans):
-        if _overlap(a, b):
-            raise ValueError(
-                f"custom spans {given_a} and {given_b} overlap (both cover token {b.token_start}): make them disjoint"
-            )
-    return [span for span, _ in spans]
+        spans.append(_span(offsets, token_start, token_end, "custom"))
+    return spans
+
+
+def _owned_tokens(
+    text: str, offsets: Sequence[tuple[int, int]], ranges: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The token range [first, last + 1) each sorted, disjoint char range owns; (0, 0) for none.
+
+    A token touching one range belongs to it; a token touching several goes by `STRADDLE_RULE`,
+    so neighbouring ranges never share a token.
+    """
+    starts, ends = [s for s, _ in ranges], [e for _, e in ranges]
+    owned: list[list[int]] = [[] for _ in ranges]
+    for token, (a, b) in enumerate(offsets):
+        # Ranges ending after a and starting before b (a zero-width token: holding a).
+        touched = range(bisect_right(ends, a), bisect_left(starts, b) if a < b else bisect_right(starts, a))
+        if not touched:
+            continue
+        anchor = _anchor(text, a, b)
+        owner = next((k for k in touched if starts[k] <= anchor < ends[k]), touched[0])
+        owned[owner].append(token)
+    return [(tokens[0], tokens[-1] + 1) if tokens else (0, 0) for tokens in owned]
+
+
+def _anchor(text: str, start: int, end: int) -> int:
+    """The offset of the first non-whitespace character in text[start:end], else `start`."""
+    piece = text[start:end]
+    return start + len(piece) - len(piece.lstrip()) if piece.strip() else start
+
+
+def _quote(piece: str, limit: int = 40) -> str:
+    return repr(piece if len(piece) <= limit else piece[: limit - 3] + "...")
 
 
 def _span(offsets: Sequence[tuple[int, int]], token_start: int, token_end: int, kind: str) -> TokenSpan:

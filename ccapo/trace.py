@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 ChatMessage = dict[str, Any]
+# Ids and offsets are integers as sent: "12" or true are a caller's mistake, not a token.
+StrictInt = Annotated[int, Strict()]
 
 
 class Trace(BaseModel):
@@ -24,11 +26,16 @@ class Trace(BaseModel):
 
     prompt: str | list[ChatMessage] | None = None
     completion: str | None = None
-    prompt_ids: list[int] | None = None
-    completion_ids: list[int] | None = None
+    prompt_ids: list[StrictInt] | None = None
+    completion_ids: list[StrictInt] | None = None
     reference_answer: str | None = None
-    spans: list[tuple[int, int]] | None = Field(
-        None, description="[start, end) ranges to probe: characters (text traces) or completion tokens (id traces)"
+    spans: list[tuple[StrictInt, StrictInt]] | None = Field(
+        None,
+        description=(
+            "[start, end) ranges to probe: characters (text traces) or completion tokens (id traces). Character "
+            "ranges must be disjoint; a token straddling two of them belongs to the one holding its first "
+            "non-whitespace character, else its first character."
+        ),
     )
 
     @model_validator(mode="after")
