@@ -41,6 +41,7 @@ def create_app(settings: ServerSettings | None = None, scorer_factory: ScorerFac
         await runtime.stop()
 
     app = FastAPI(title="ccapo scoring server", version=ccapo.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = runtime  # for hosts that drive the app in-process (the Ray Serve replicas)
     install_error_handlers(app, metrics.count_error)
     add_routes(app, runtime)
     add_page_routes(app, api_key_required=settings.api_key is not None)
