@@ -1,4 +1,4 @@
-"""Locating the answer region of a completion (METHOD.md, "Objects": answer region)."""
+"""Locating the answer region of a completion (docs/method.md, "Step by step", step 1)."""
 
 from __future__ import annotations
 

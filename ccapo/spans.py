@@ -1,4 +1,4 @@
-"""Segmenters: the spans of the reasoning that get intervened on (METHOD.md, "Objects": spans).
+"""Segmenters: the spans of the reasoning that get intervened on (docs/method.md, "Step by step", step 3).
 
 Everything works on the completion text and its tokens' character offsets, so no tokenizer is
 needed here. Only tokens before `reasoning_tokens` are reasoning; every span lies inside it.
@@ -27,7 +27,7 @@ _ARITHMETIC = re.compile(
     rf"(?<![\w.,$€£¥]){_NUMBER}(?:{_UNIT}{_GAP}{_OPERATOR}{_GAP}{_NUMBER})+{_UNIT}{_GAP}={_GAP}{_NUMBER}(?![\w])"
 )
 # Sentence ends: runs of . ! ? (a period between two digits, as in 2.50, is a decimal point), or a
-# line break. METHOD.md splits only at blank lines; we also split at single line breaks so that a
+# line break. The paper splits only at blank lines; we also split at single line breaks so that a
 # solution written as unpunctuated lines does not become one over-long span that gets skipped.
 _SENTENCE_BREAK = re.compile(r"(?P<stop>(?:[!?]|\.(?!\d)|(?<!\d)\.)+)|(?P<blank>\n\s*)")
 _LATEX_HEAVY_SHARE = 0.3

@@ -1,4 +1,4 @@
-"""From span drops to per-token loss weights (METHOD.md, "From drops to token weights")."""
+"""From span drops to per-token loss weights (docs/method.md, "Step by step", step 6)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def compute_token_weights(
     reasoning tokens; `tokens` are the token strings, used to spot formatting-only tokens.
 
     Schemes:
-    - "paper" (METHOD.md steps 1-6): raw = base_importance + drop / |span| on span tokens;
+    - "paper" (docs/method.md, step 6): raw = base_importance + drop / |span| on span tokens;
       min-max normalized over the reasoning into importance in [0.5, 1] (all equal: 0.5);
       formatting-only tokens get importance x format_factor; w = min_weight + (boost -
       min_weight) * importance; answer tokens answer_weight; padding 1; with `conservation`

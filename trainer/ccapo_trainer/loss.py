@@ -1,6 +1,6 @@
 """The token-level clipped policy-gradient loss, with counterfactual importance weights.
 
-METHOD.md, "The loss": per token, l = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A),
+docs/method.md, "Step by step", step 7: per token, l = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A),
 plus beta * KL (the k3 estimator against a frozen reference), times the token's weight. Names
 follow TRL's conventions (`loss_type`, `epsilon`, `epsilon_high`, `beta`).
 """
