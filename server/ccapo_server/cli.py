@@ -1,4 +1,4 @@
-"""`python -m ccapo_server` / `ccapo serve`: run the scoring server under uvicorn."""
+"""`ccapo serve` (also `python -m ccapo_server`): run the scoring server under uvicorn."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ logger = logging.getLogger("ccapo_server")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ccapo_server",
+        prog="ccapo serve",  # also what `python -m ccapo_server` runs
         description="The ccapo scoring server. Every flag has a CCAPO_* environment variable; flags win.",
     )
     parser.add_argument("--model", help="hub id, local directory or .gguf file (default: bundled SmolLM2-135M)")

@@ -55,3 +55,10 @@ def test_score_pretty_shows_spans(tiny_model_dir, tmp_path, capsys):
 def test_models_lists_the_cache(default_model_dir, capsys):
     assert main(["models"]) == 0
     assert "smollm2-135m-instruct (default)" in capsys.readouterr().out
+
+
+def test_serve_help_names_the_command_the_user_typed(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ccapo serve ")
