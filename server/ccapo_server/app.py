@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 import ccapo
 from ccapo_server.errors import install_error_handlers
@@ -40,7 +41,15 @@ def create_app(settings: ServerSettings | None = None, scorer_factory: ScorerFac
         yield
         await runtime.stop()
 
-    app = FastAPI(title="ccapo scoring server", version=ccapo.__version__, description=DESCRIPTION, lifespan=lifespan)
+    # FastAPIOffline: FastAPI whose /docs loads Swagger UI from the server itself (offline clusters).
+    # No /redoc: ReDoc's bundle still fetches its logo from a CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
+        title="ccapo scoring server",
+        version=ccapo.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime  # for hosts that drive the app in-process (the Ray Serve replicas)
     install_error_handlers(app, metrics.count_error)
     add_routes(app, runtime)
