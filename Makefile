@@ -11,9 +11,9 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch 2.13.0 first and pinned: it is the CPU build; an unpinned torch would pull a CUDA build.
-$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[server,train,dev]' -e clients/python
+	$(BIN)/pip install --quiet -e '.[server,train,dev]' -e clients/python -e clients/adapters
 	@# Debian's Chromium for the browser tests and `ccapo render --png`; where it cannot be installed, they skip.
 	-command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null \
 		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)) \

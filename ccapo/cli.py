@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,9 +32,10 @@ CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and pro
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["serve"]:  # the server parses its own flags
-        return _serve(argv[1:])
     parser = _parser()
+    own_argv = _command_with_own_argv(parser, argv[:1])
+    if own_argv is not None:  # e.g. `ccapo serve`: the server parses its own flags
+        return own_argv(argv[1:])
     args, extra = parser.parse_known_args(argv)
     # argparse leaves KEY=VALUE overrides that follow an option after a first positional unmatched
     # (`ccapo experiment testbed --arms uniform lr=1e-5`); they are still overrides, checked later.
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=stderr, show_path=False)],
     )
-    for name in ("ccapo", "ccapo_trainer"):
+    for name in {"ccapo", *(entry.module.split(".")[0] for entry in _command_entry_points())}:
         logging.getLogger(name).setLevel(logging.INFO)
     if not args.verbose:
         from transformers.utils import logging as hf_logging
@@ -97,11 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(faith)
     faith.set_defaults(run=_faithfulness)
 
-    sub.add_parser("serve", help="run the REST scoring server (options: ccapo serve --help)")
-
-    from ccapo_trainer.cli import add_commands  # train, eval, plot: same distribution, light to import
-
-    add_commands(sub)
+    for entry in _command_entry_points():  # serve, train, eval, plot, ...: registered by their packages
+        entry.load()(sub)
 
     models = sub.add_parser("models", help="show the converted models in the cache")
     models.set_defaults(run=_models)
@@ -329,13 +328,18 @@ def _faithfulness(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(server_args: list[str]) -> int:
-    try:
-        from ccapo_server.cli import main as serve
-    except ImportError:
-        stderr.print("[red]the scoring server needs the server extra:[/red] pip install 'ccapo[server]'")
-        return 2
-    return serve(server_args) or 0
+def _command_entry_points() -> list[metadata.EntryPoint]:
+    """Subcommands other packages add (`ccapo.commands`: a callable that takes the subparsers)."""
+    return sorted(metadata.entry_points(group="ccapo.commands"), key=lambda entry: entry.name)
+
+
+def _command_with_own_argv(parser: argparse.ArgumentParser, first: list[str]) -> Callable[[list[str]], int] | None:
+    """The command named by `first` if it parses its own flags (its parser sets `own_argv`)."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        command = action.choices.get(first[0]) if first else None
+        if command is not None:
+            return command.get_default("own_argv")
+    return None
 
 
 def _models(args: argparse.Namespace) -> int:

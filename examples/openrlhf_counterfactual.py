@@ -15,10 +15,11 @@ import argparse
 from types import SimpleNamespace
 
 import torch
+from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters.inprocess import in_process_provider
+from ccapo_adapters.openrlhf import weight_experience
 
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
-from ccapo.integrations import CounterfactualConfig, WeightProvider
-from ccapo.integrations.openrlhf import weight_experience
 from ccapo.models import load_model
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     if args.server:
         provider = WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=args.server))
     else:
-        provider = WeightProvider.in_process(model, tokenizer, CounterfactualConfig())
+        provider = in_process_provider(model, tokenizer, CounterfactualConfig())
     before = exp.advantages.clone()
     metrics = weight_experience(exp, provider, step=0)
     for key, value in metrics.items():

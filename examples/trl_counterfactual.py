@@ -16,13 +16,13 @@ import argparse
 import re
 
 import torch
+from ccapo_adapters import CounterfactualConfig
+from ccapo_adapters.batch import WEIGHTINGS
+from ccapo_adapters.trl import CounterfactualGRPOTrainer
 from datasets import Dataset
 from trl import GRPOConfig
 
-from ccapo.batch_weights import WEIGHTINGS
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
-from ccapo.integrations import CounterfactualConfig
-from ccapo.integrations.trl import CounterfactualGRPOTrainer
 from ccapo.models import load_model
 
 

@@ -17,10 +17,11 @@ import importlib.util
 from types import SimpleNamespace
 
 import torch
+from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters.inprocess import in_process_provider
+from ccapo_adapters.verl import WEIGHTS_KEY, fill_token_weights, weight_advantages
 
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
-from ccapo.integrations import CounterfactualConfig, WeightProvider
-from ccapo.integrations.verl import WEIGHTS_KEY, fill_token_weights, weight_advantages
 from ccapo.models import load_model
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     if args.server:
         provider = WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=args.server))
     else:
-        provider = WeightProvider.in_process(model, tokenizer, CounterfactualConfig())
+        provider = in_process_provider(model, tokenizer, CounterfactualConfig())
 
     before = data.batch["advantages"].clone()
     metrics = fill_token_weights(data, provider, step=0)  # before compute_advantage or after: it reads ids only

@@ -6,7 +6,8 @@
 The server runs as `python -m ccapo_server` on 127.0.0.1, with this checkout's `server/` on its
 PYTHONPATH so it works whether or not the package is installed. CCAPO_* settings of the calling
 environment are not inherited (a developer's CCAPO_API_KEY must not change what a test sees);
-CCAPO_CACHE, where the core library keeps converted models, is.
+CCAPO_CACHE, where the core library keeps converted models, is. CCAPO_SERVER_PYTHON names another
+interpreter to run it (the verl and OpenRLHF tests run where ccapo itself cannot be installed).
 """
 
 from __future__ import annotations
@@ -60,10 +61,11 @@ def spawn_server(model_dir: str, env: dict[str, str] | None = None, port: int | 
     child_env.update(env or {})
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SERVER_SRC), os.environ.get("PYTHONPATH")) if p)
     child_env["PYTHONUNBUFFERED"] = "1"
+    python = os.environ.get("CCAPO_SERVER_PYTHON", sys.executable)
     fd, log = tempfile.mkstemp(prefix="ccapo-server-", suffix=".log")
     with os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ccapo_server", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
+            [python, "-m", "ccapo_server", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
             env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from adapter_traces import COMPLETIONS, NO_MARKER, PROMPTS, encode, pad
+from ccapo_adapters.batch import apply_token_weights, score_token_batch
 from ccapo_client import RemoteScorer
-
-from ccapo.batch_weights import apply_token_weights, score_token_batch
 
 
 @pytest.fixture(scope="module")

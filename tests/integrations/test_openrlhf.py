@@ -11,10 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode, pad
-
-from ccapo.batch_weights import score_token_batch
-from ccapo.integrations import CounterfactualConfig, WeightProvider
-from ccapo.integrations.openrlhf import experience_weights, weight_experience
+from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters.batch import score_token_batch
+from ccapo_adapters.openrlhf import experience_weights, weight_experience
 
 
 def experience(tokenizer, observation: list[int] | None = None):

@@ -18,11 +18,10 @@ from live_server import start_server
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL
+from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters.batch import apply_token_weights
+from ccapo_adapters.trl import CounterfactualGRPOTrainer, check_trl_version
 from trl import GRPOConfig, GRPOTrainer
-
-from ccapo.batch_weights import apply_token_weights
-from ccapo.integrations import CounterfactualConfig, WeightProvider
-from ccapo.integrations.trl import CounterfactualGRPOTrainer, check_trl_version
 
 GROUP = 2  # completions per prompt
 SMALL_VOCAB = 512

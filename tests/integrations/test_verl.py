@@ -13,10 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode, pad
-
-from ccapo.batch_weights import score_token_batch
-from ccapo.integrations import CounterfactualConfig, WeightProvider
-from ccapo.integrations.verl import WEIGHTS_KEY, fill_token_weights, weight_advantages
+from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters.batch import score_token_batch
+from ccapo_adapters.verl import WEIGHTS_KEY, fill_token_weights, weight_advantages
 
 needs_verl = pytest.mark.skipif(
     importlib.util.find_spec("verl") is None, reason="verl is not importable here (it pins transformers<5.11)"

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ccapo.batch_weights import Weighting
 from ccapo.config import ScoringConfig
+from ccapo_adapters.batch import Weighting
 from ccapo_trainer.advantages import ScaleRewards
 from ccapo_trainer.loss import LossConfig, LossType
 

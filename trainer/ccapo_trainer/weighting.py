@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from ccapo_adapters import BatchWeights, CounterfactualConfig, WeightProvider
+from ccapo_adapters.inprocess import create_provider
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo import Scorer
-from ccapo.batch_weights import BatchWeights
-from ccapo.integrations.provider import CounterfactualConfig, WeightProvider
 from ccapo_trainer.config import TrainConfig
 
 
@@ -37,7 +37,7 @@ def weight_provider(
         sync_dir=config.sync_dir or str(output_dir / "sync"),
         scoring=scoring.model_dump(),
     )
-    return WeightProvider.create(settings, model, tokenizer)
+    return create_provider(settings, model, tokenizer)
 
 
 def segment_only(

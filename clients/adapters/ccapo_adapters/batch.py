@@ -1,10 +1,13 @@
 """Token weights for a batch given as token ids: the framework-free core the trainer and the RL adapters share.
 
 RL stacks hold completions as padded id tensors; `score_token_batch` scores them as they are (ids in,
-never re-tokenized text) with a `Scorer` or a `ccapo_client.RemoteScorer` and returns a `(B, T)`
+never re-tokenized text) with a `ccapo.Scorer`, a `ccapo_client.RemoteScorer` or a
+`ccapo_client.RayScorer` and returns a `(B, T)`
 weight tensor aligned to the caller's completion tokens. Rows that cannot be scored (no answer
 marker), rows the scorer rejects, and a scorer that fails outright all leave uniform weights: one
 bad completion never costs its neighbours their weights, and a training step never stops for it.
+The scoring config travels as a mapping (or anything with pydantic's `model_dump()`), and the
+scorer validates it: this module needs torch only, not ccapo.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
-
-from ccapo.config import ScoringConfig
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def score_token_batch(
     prompt_mask: torch.Tensor | None = None,
     completion_mask: torch.Tensor | None = None,
     weighting: Weighting = "counterfactual",
-    config: ScoringConfig | Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | Any = None,
     reference_answers: Sequence[str] | None = None,
 ) -> BatchWeights:
     """Score each (prompt, completion) pair and return weights aligned to the completion tokens.
@@ -92,7 +93,8 @@ def score_token_batch(
     with tensors, `prompt_mask` / `completion_mask` (1 on real tokens, left or right padding) say
     which ids are real. `weighting` "uniform" scores nothing (and needs no scorer); "inverted" and
     "random" are the paper's controls, scored like "counterfactual" and mapped with those schemes.
-    `reference_answers` (one per row) are what `target="reference"` scores instead of the completion's answer.
+    `config` is a `ScoringConfig` or its fields as a mapping. `reference_answers` (one per row) are
+    what `target="reference"` scores instead of the completion's answer.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
@@ -161,11 +163,14 @@ def _trace(prompt: list[int], completion: list[int], answers: Sequence[str] | No
     return trace
 
 
-def _weighting_config(config: ScoringConfig | Mapping[str, Any] | None, weighting: Weighting) -> ScoringConfig:
-    config = config if isinstance(config, ScoringConfig) else ScoringConfig.model_validate(config or {})
+def _weighting_config(config: Mapping[str, Any] | Any, weighting: Weighting) -> dict[str, Any]:
+    """The scoring config as a plain dict (what both scorers take), with the control arms' scheme set."""
+    fields = dict(config.model_dump(mode="json") if hasattr(config, "model_dump") else config or {})
     if weighting in ("inverted", "random"):
-        config = config.model_copy(update={"weights": config.weights.model_copy(update={"scheme": weighting})})
-    return config
+        weights = fields.get("weights") or {}
+        weights = weights.model_dump(mode="json") if hasattr(weights, "model_dump") else dict(weights)
+        fields["weights"] = {**weights, "scheme": weighting}
+    return fields
 
 
 def _rows(ids: IdRows, mask: torch.Tensor | None) -> list[list[int]]:

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from ccapo.batch_weights import apply_token_weights
-from ccapo.integrations.provider import CounterfactualConfig, WeightProvider
+from ccapo_adapters.batch import apply_token_weights
+from ccapo_adapters.inprocess import create_provider
+from ccapo_adapters.provider import CounterfactualConfig, WeightProvider
 
 TRL_MIN, TRL_MAX = Version("1.0.0"), Version("2.0.0")
 # The loss types of TRL 1.x; each is linear in the advantage for a fixed sign, so (B, T) advantages
@@ -36,7 +37,7 @@ def check_trl_version(version: str) -> None:
 try:
     import trl
 except ImportError as err:
-    raise ImportError('ccapo.integrations.trl needs TRL: pip install "ccapo[trl]"') from err
+    raise ImportError('ccapo_adapters.trl needs TRL: pip install "ccapo[trl]"') from err
 check_trl_version(trl.__version__)
 
 from trl import GRPOTrainer  # noqa: E402  (after the version check, so an old TRL fails with its message)
@@ -73,7 +74,7 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
                 "in-process scoring needs whole parameters, and DeepSpeed ZeRO-3 shards them: "
                 'use provider="remote" with a scoring server'
             )
-        return WeightProvider.create(config, self._policy(), self._tokenizer_for_scoring())
+        return create_provider(config, self._policy(), self._tokenizer_for_scoring())
 
     def _zero3(self) -> bool:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ccapo.batch_weights import BatchWeights, apply_token_weights
-from ccapo.integrations.provider import WeightProvider
+from ccapo_adapters.batch import BatchWeights, apply_token_weights
+from ccapo_adapters.provider import WeightProvider
 
 
 def experience_weights(

@@ -1,0 +1,230 @@
+"""Where an RL adapter's token weights come from: a scoring server, a Ray Serve deployment, or the policy itself.
+
+Every adapter (TRL, verl, OpenRLHF) holds one `WeightProvider` and calls `weights()` once per
+generated batch with the framework's own token ids; the provider keeps the books the adapters log
+(time spent scoring, and for a server, how many optimizer steps its model lags behind the policy).
+This module needs torch and `ccapo-client` only (it runs beside verl's and OpenRLHF's transformers);
+in-process scoring by the policy, which needs `ccapo`, is built by `ccapo_adapters.inprocess`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ccapo_adapters.batch import WEIGHTINGS, BatchWeights, IdRows, TraceScorer, Weighting, score_token_batch
+
+logger = logging.getLogger(__name__)
+
+Provider = Literal["inprocess", "remote", "ray"]
+PROVIDERS: tuple[Provider, ...] = ("inprocess", "remote", "ray")
+# An unscorable trace (no answer marker): the server validates the request and its config, runs no forward pass.
+_PROBE = {"prompt": "ccapo configuration check", "completion": "no answer here"}
+
+
+@dataclass
+class CounterfactualConfig:
+    """How an RL trainer gets counterfactual token weights (the same fields in every adapter).
+
+    `weighting` is the arm ("uniform" scores nothing); `scheme`, `segmenter` and `intervention` pick
+    the scoring config (`ccapo.ScoringConfig`'s fields), and `scoring` sets any other of its fields
+    (e.g. {"max_spans": 8}); the scorer validates them when the provider is built.
+    `provider` "inprocess" scores with the policy model itself (no second copy; needs `ccapo`);
+    "remote" sends token ids to the scoring server(s) at `server_url`; "ray" to a Ray Serve
+    deployment handle (`WeightProvider.from_handle`). With a server or Ray, `sync_every` > 0 pushes
+    the policy there every that many optimizer steps: the trainer saves it to `sync_dir`, a path the
+    scorer can read, and asks the scorer to load it (which needs the server's admin key).
+    """
+
+    weighting: Weighting = "counterfactual"
+    scheme: str = "paper"
+    segmenter: str = "calc"
+    intervention: str = "delete"
+    provider: Provider = "inprocess"
+    server_url: str | Sequence[str] | None = None
+    api_key: str | None = None
+    admin_key: str | None = None
+    sync_every: int = 0
+    sync_dir: str | None = None
+    max_batch_tokens: int | None = None  # in-process: tokens per forward pass of the scorer
+    scoring: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"provider {self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        if self.provider == "remote" and not self.server_url:
+            raise ValueError('provider="remote" needs server_url (the scoring server, e.g. "http://host:8000")')
+        if self.sync_every < 0:
+            raise ValueError(f"sync_every must be >= 0 (0: never push the policy to the server), got {self.sync_every}")
+        if self.sync_every and (self.provider == "inprocess" or not self.sync_dir):
+            raise ValueError("sync_every needs provider='remote' or 'ray' and a sync_dir the scorer can read")
+        if not isinstance(self.scoring, Mapping):
+            raise ValueError(f"scoring must be a mapping of scoring-config fields, got {type(self.scoring).__name__}")
+
+    def scoring_config(self) -> dict[str, Any]:
+        """The scoring config's fields as a dict (both scorers take it; they validate it)."""
+        scoring = dict(self.scoring)
+        weights = dict(scoring.pop("weights", {}))
+        weights.setdefault("scheme", self.scheme)
+        return {"segmenter": self.segmenter, "intervention": self.intervention, **scoring, "weights": weights}
+
+
+class WeightProvider:
+    """Token weights for batches of token ids, from `scorer`, with the statistics adapters log.
+
+    Build it with `remote(config)` (HTTP), `from_handle(config, handle)` (Ray Serve), or
+    `ccapo_adapters.inprocess.in_process_provider(model, tokenizer, config)`; or pass any object
+    with `ccapo.Scorer.score()`'s contract.
+    """
+
+    def __init__(self, config: CounterfactualConfig, scorer: TraceScorer | None):
+        self.config = config
+        self.scorer = scorer
+        self.scoring = config.scoring_config()
+        self.synced_step = 0  # a scorer is assumed to start with the initial policy
+        self.last_seconds = 0.0
+
+    @classmethod
+    def remote(cls, config: CounterfactualConfig) -> WeightProvider:
+        """Score on the server(s) at `config.server_url`; checks them and the scoring config now."""
+        from ccapo_client import RemoteScorer
+
+        scorer = RemoteScorer(config.server_url, api_key=config.api_key, admin_key=config.admin_key)
+        return cls(config, scorer).checked()
+
+    @classmethod
+    def from_handle(cls, config: CounterfactualConfig, handle: Any) -> WeightProvider:
+        """Score through a Ray Serve deployment handle (a driver on the same Ray cluster, no HTTP)."""
+        try:
+            from ccapo_client import RayScorer
+        except ImportError as err:
+            raise ImportError(
+                "scoring through a Ray Serve handle needs ccapo-client with Ray support: "
+                "pip install './clients/python[ray]'"
+            ) from err
+        return cls(config, RayScorer(handle)).checked()
+
+    @classmethod
+    def create(cls, config: CounterfactualConfig, handle: Any = None) -> WeightProvider:
+        """The provider `config.provider` names: "remote" or "ray" (with `handle`).
+
+        In-process scoring needs the policy and `ccapo`: `ccapo_adapters.inprocess.create_provider`.
+        """
+        if config.provider == "remote":
+            return cls.remote(config)
+        if config.provider == "ray":
+            if handle is None:
+                raise ValueError('provider="ray" needs the Ray Serve deployment handle (serve.get_deployment_handle)')
+            return cls.from_handle(config, handle)
+        if config.weighting == "uniform":
+            return cls(config, None)
+        raise ValueError(
+            'provider="inprocess" scores with the policy itself: build it with '
+            "ccapo_adapters.inprocess.create_provider(config, model, tokenizer) (needs ccapo)"
+        )
+
+    def checked(self) -> WeightProvider:
+        """Fail now, not at the first training step: the scorer answers and accepts the scoring config.
+
+        Scores one trace without an answer marker, which the scorer validates but runs no model on.
+        """
+        if self.scorer is not None and self.config.weighting != "uniform":
+            self.scorer.model_info()
+            self.scorer.score([_PROBE], self.scoring)
+        return self
+
+    def weights(
+        self,
+        prompt_ids: IdRows,
+        completion_ids: IdRows,
+        *,
+        prompt_mask: torch.Tensor | None = None,
+        completion_mask: torch.Tensor | None = None,
+        reference_answers: Sequence[str] | None = None,
+    ) -> BatchWeights:
+        """`score_token_batch` with this provider's scorer and configuration; times the call.
+
+        `reference_answers` (one per row) are needed when the scoring config's target is "reference".
+        """
+        started = time.perf_counter()
+        batch = score_token_batch(
+            self.scorer,
+            prompt_ids,
+            completion_ids,
+            prompt_mask=prompt_mask,
+            completion_mask=completion_mask,
+            weighting=self.config.weighting,
+            config=self.scoring,
+            reference_answers=reference_answers if self.scoring.get("target") == "reference" else None,
+        )
+        self.last_seconds = time.perf_counter() - started
+        return batch
+
+    def metrics(
+        self, batch: BatchWeights, mask: torch.Tensor | None = None, step: int | None = None
+    ) -> dict[str, float]:
+        """Weight statistics, scoring time and (for a server) the policy lag, keyed "ccapo/...".
+
+        `policy_lag_steps` counts optimizer steps since the scorer last loaded the policy: with
+        `sync_every` 0 the scorer keeps its starting model and the lag grows with training.
+        """
+        metrics = {f"ccapo/{key}": value for key, value in batch.metrics(mask).items()}
+        metrics["ccapo/score_seconds"] = self.last_seconds
+        if self.config.provider != "inprocess" and step is not None:
+            metrics["ccapo/policy_lag_steps"] = float(step - self.synced_step)
+        return metrics
+
+    def sync_due(self, step: int) -> bool:
+        """Whether `sync_every` steps have passed since the scorer last loaded the policy."""
+        return bool(self.config.sync_every) and step - self.synced_step >= self.config.sync_every
+
+    def maybe_sync(self, model: Any, tokenizer: Any, step: int) -> bool:
+        """Push the policy to the scorer if `sync_every` steps have passed since the last push."""
+        if not self.sync_due(step):
+            return False
+        self.sync(model, tokenizer, step)
+        return True
+
+    def sync(self, model: Any, tokenizer: Any, step: int) -> None:
+        """Save the policy (a transformers model, LoRA merged) to `sync_dir` and have the scorer load it."""
+        path = Path(self._sync_dir())
+        path.mkdir(parents=True, exist_ok=True)
+        save_merged(model, tokenizer, path)
+        self.load_policy(str(path), step)
+
+    def load_policy(self, path: str, step: int) -> None:
+        """Have the scorer load the policy checkpoint at `path` (a path on the scorer's side), saved at `step`.
+
+        For trainers that save the checkpoint themselves (verl's `hf_model`); resets the policy lag.
+        """
+        if self.config.provider == "inprocess":
+            raise ValueError("the in-process scorer is the policy itself: there is nothing to sync")
+        info = self.scorer.load_model(path)
+        self.synced_step = step
+        logger.info("the scorer now runs the policy of step %d (version %s)", step, info.version)
+
+    def _sync_dir(self) -> str:
+        if self.config.provider == "inprocess" or not self.config.sync_dir:
+            raise ValueError("sync needs provider='remote' or 'ray' and a sync_dir")
+        return self.config.sync_dir
+
+
+def save_merged(model: Any, tokenizer: Any, path: Path) -> None:
+    """A plain checkpoint a scoring server can load: a PEFT model is saved with its adapters merged.
+
+    Merging works on a copy (the training model keeps its adapters), so it briefly needs the memory
+    of a second model.
+    """
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
