@@ -2,7 +2,7 @@
 
 `Client` and `AsyncClient` speak the REST API with retries and round-robin over several servers;
 `RemoteScorer` has `ccapo.Scorer.score()`'s contract, so a trainer switches between in-process and
-remote scoring with one setting.
+remote scoring with one setting; `RayScorer` is the same through a Ray Serve deployment handle.
 """
 
 from ccapo_client._version import __version__
@@ -27,6 +27,7 @@ from ccapo_client.models import (
     TraceImportance,
     Usage,
 )
+from ccapo_client.ray import RayScorer
 from ccapo_client.remote import RemoteScorer
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "NotReadyError",
     "PayloadTooLargeError",
     "QueueFullError",
+    "RayScorer",
     "RemoteScorer",
     "ScoreResponse",
     "SpanImportance",

@@ -1,0 +1,130 @@
+"""`RayScorer`: `RemoteScorer`'s contract through a Ray Serve deployment handle, without HTTP.
+
+For a trainer that runs on the same Ray cluster as `ccapo serve --ray` (verl, OpenRLHF):
+
+    from ray import serve
+    scorer = RayScorer(serve.get_app_handle("ccapo"))
+
+The handle is the application's ingress; each call is the same request the HTTP client would send
+(`call_route(method, path, headers, body)`), so answers, typed errors, auth and the 429/503
+retries are the HTTP client's. Ray itself is never imported here: the handle is called duck-typed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ccapo_client.client import Payload, _BaseClient, _score_body
+from ccapo_client.models import ModelInfo, ScoreResponse
+from ccapo_client.remote import RemoteScorer
+
+# Ray's errors when a replica dies or cannot take a request; like a connection error, worth a retry.
+_RAY_UNAVAILABLE = frozenset(
+    {"RayActorError", "ReplicaUnavailableError", "DeploymentUnavailableError", "BackPressureError"}
+)
+
+
+class _HandleClient(_BaseClient):
+    """`Client`'s requests, retries and errors over a deployment handle (one "server": the application)."""
+
+    def __init__(self, handle: Any, *, timeout: float = 60.0, **options: Any):
+        super().__init__([f"ray:{getattr(handle, 'deployment_name', 'handle')}"], timeout=timeout, **options)
+        self.handle = handle
+        self.timeout = timeout
+
+    def _open(self, **options: Any) -> None:
+        return None  # no connections: every request goes through the handle
+
+    def score(self, traces: Sequence[Payload], config: Payload | None = None) -> ScoreResponse:
+        return ScoreResponse.model_validate(self._request("POST", "/v1/importance", _score_body(traces, config)).json())
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo.model_validate(self._request("GET", "/v1/model").json())
+
+    def load_model(self, path: str) -> ModelInfo:
+        """Load a checkpoint on every replica; answers once all of them serve it."""
+        return ModelInfo.model_validate(self._request("POST", "/v1/model", {"model": path}, admin=True).json())
+
+    def close(self) -> None:
+        pass
+
+    def _request(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> httpx.Response:
+        headers = {"accept": "application/json", **self._headers(admin)}
+        content = b""
+        if body is not None:
+            headers["content-type"] = "application/json"
+            content = json.dumps(body).encode()
+        last: httpx.Response | Exception | None = None
+        for _ in range(self.max_retries + 1):
+            _, wait = self._servers.pick(0)
+            if wait:
+                time.sleep(wait)
+            try:
+                answer = self._call(method, path, headers, content)
+            except Exception as err:
+                if not _unavailable(err):
+                    raise
+                self._servers.failed(0, None)
+                last = err
+                continue
+            response = httpx.Response(answer["status"], headers=answer["headers"], content=answer["body"])
+            if (final := self._settle(0, response)) is not None:
+                return final
+            last = response
+        assert last is not None  # max_retries >= 0: at least one attempt was made
+        if isinstance(last, httpx.Response):
+            raise self._gave_up(last)
+        raise ConnectionError(f"the Ray Serve application was unavailable through {self.max_retries + 1} tries: {last}")
+
+    def _call(self, method: str, path: str, headers: dict[str, str], content: bytes) -> dict[str, Any]:
+        response = self.handle.call_route.remote(method, path, headers, content)
+        try:
+            return response.result(timeout_s=self.timeout)
+        except TimeoutError:
+            response.cancel()  # the replica drops the request's queued traces
+            raise
+
+
+def _unavailable(err: Exception) -> bool:
+    return any(cls.__name__ in _RAY_UNAVAILABLE for cls in type(err).__mro__)
+
+
+class RayScorer(RemoteScorer):
+    """Scores traces through a Ray Serve deployment handle of `ccapo serve --ray`, as `RemoteScorer` does over HTTP.
+
+    `score(traces, config)`, `model_info()` and `load_model(path)` (every replica loads it: policy
+    sync) behave as `RemoteScorer`'s, with the same typed errors (`InvalidRequestError` with the
+    caller's `trace_index`, ...) and the same retries of 429 and 503 (a replica that died).
+    `timeout` bounds each attempt in seconds (`TimeoutError`, no retry).
+    Call it from plain threads, not from inside an asyncio event loop (Ray's sync handle rule).
+    """
+
+    def __init__(
+        self,
+        handle: Any,
+        api_key: str | None = None,
+        *,
+        admin_key: str | None = None,
+        max_concurrency: int = 4,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ):
+        self.client = _HandleClient(
+            handle,
+            api_key=api_key,
+            admin_key=admin_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            max_backoff=max_backoff,
+        )
+        self.max_concurrency = max_concurrency
+        self.last_model_version: str | None = None
+        self._info: ModelInfo | None = None

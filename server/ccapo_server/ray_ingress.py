@@ -1,0 +1,150 @@
+"""The Ray Serve ingress: forwards every request to a model replica and adds only what one replica cannot know.
+
+- A replica that dies (or cannot be reached) while it holds a request: a typed 503 with
+  Retry-After instead of Ray's own 500, so clients retry.
+- `POST /v1/model`: put the model in service on one replica (through its app: auth, model roots,
+  errors), commit it to the registry, and answer once every replica serves it.
+- `GET /readyz`: ready only when every replica serves the registry's model version.
+
+HTTP requests arrive through Ray Serve's proxy (`__call__`); in-cluster callers such as
+`ccapo_client.RayScorer` use `call_route` through a deployment handle, with the same answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security.utils import get_authorization_scheme_param
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ccapo_server.auth import admin_key_guard
+from ccapo_server.errors import ApiError, error_response
+from ccapo_server.ray_asgi import WireRequest, WireResponse
+from ccapo_server.settings import ServerSettings
+
+logger = logging.getLogger("ccapo_server.ray")
+
+SWAP_WAIT_S = 600.0  # how long POST /v1/model waits for every replica to load the model
+_SWAP_POLL_S = 0.2
+_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+
+
+class ScorerIngress:
+    def __init__(self, model: Any, registry: Any, settings: ServerSettings, replicas: int):
+        self._model = model  # handle of the ScorerReplica deployment
+        self._registry = registry
+        self._replicas = replicas
+        self._admin_guard = admin_key_guard(settings.admin_key)
+
+    async def __call__(self, request: Request) -> Response:
+        wire = WireRequest(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query.encode(),
+            headers=list(request.headers.raw),
+            body=await request.body(),
+        )
+        answer = await self.dispatch(wire)
+        response = Response(answer.body, status_code=answer.status)
+        response.raw_headers = answer.headers  # as the replica's app set them (content-length included)
+        return response
+
+    async def call_route(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"", query: str = ""
+    ) -> dict[str, Any]:
+        """One request without HTTP, for a deployment handle: `{"status", "headers", "body"}`."""
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        wire = WireRequest(method.upper(), path, query.encode(), raw, body)
+        return (await self.dispatch(wire)).as_dict()
+
+    async def dispatch(self, request: WireRequest) -> WireResponse:
+        try:
+            if request.method == "POST" and request.path == "/v1/model":
+                return await self._swap(request)
+            if request.method == "GET" and request.path == "/readyz":
+                state = await self._readiness()
+                if not state["ready"]:
+                    raise ApiError("not_ready", f"{state['message']}; retry shortly", retry_after=1)
+            return await self._on_replica(self._model.handle, request)
+        except ApiError as err:
+            return _wire(err)
+        except Exception:
+            logger.exception("unhandled error on %s %s", request.method, request.path)
+            return _wire(ApiError("internal", "internal server error; the server log has the details"))
+
+    async def _readiness(self) -> dict[str, Any]:
+        """The registry's view (which version each replica serves), checked against Ray's (which
+        replicas run): a replica that just died still looks current to the registry for a few seconds."""
+        state = await self._registry.readiness.remote(self._replicas)
+        status = await asyncio.to_thread(serve.status)  # a blocking call to Serve's controller
+        app = status.applications.get(self._model.app_name)
+        deployment = app.deployments.get(self._model.deployment_name) if app else None
+        running = deployment.replica_states.get("RUNNING", 0) if deployment else 0
+        if running < self._replicas:
+            state["ready"] = False
+            state["message"] = f"{running} of {self._replicas} replicas are running; Ray is starting the others"
+        return state
+
+    async def _on_replica(self, method: Any, request: WireRequest) -> Any:
+        """`method(request)` on one replica; its death or absence becomes not_ready (503, Retry-After)."""
+        response = method.remote(request)
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()  # the caller went away: the replica drops the request's queued traces
+            raise
+        except _REPLICA_GONE as err:
+            logger.warning("%s %s: replica unavailable: %s", request.method, request.path, err)
+            raise ApiError(
+                "not_ready", "the replica handling this request stopped; Ray is replacing it: retry", retry_after=1
+            ) from None
+        except BackPressureError as err:
+            raise ApiError("not_ready", f"every replica is busy ({err}); retry", retry_after=1) from None
+
+    async def _swap(self, request: WireRequest) -> WireResponse:
+        await self._admin_guard(_bearer(request))  # before the lease, so a bad key is 401/403, never 409
+        if not await self._registry.begin_swap.remote():
+            raise ApiError("conflict", "a model is already being loaded; retry when it is done")
+        try:
+            response, source, name, version = await self._on_replica(self._model.swap, request)
+            if response.status != 200:
+                return response
+            await self._registry.commit_swap.remote(source, name, version)
+            await self._all_serve(version)
+            return response
+        finally:
+            await self._registry.end_swap.remote()
+
+    async def _all_serve(self, version: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SWAP_WAIT_S
+        while True:
+            state = await self._readiness()
+            if state["ready"] and state["version"] == version:
+                return
+            if state["errors"]:
+                raise ApiError(
+                    "not_ready", f"not every replica could load the model: {state['message']}", retry_after=10
+                )
+            if loop.time() > deadline:
+                raise ApiError("deadline_exceeded", f"after {SWAP_WAIT_S:g} s, {state['message']}")
+            await asyncio.sleep(_SWAP_POLL_S)
+
+
+def _bearer(request: WireRequest) -> HTTPAuthorizationCredentials | None:
+    scheme, token = get_authorization_scheme_param(request.header("authorization"))
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=token)
+
+
+def _wire(error: ApiError) -> WireResponse:
+    response = error_response(error)
+    return WireResponse(response.status_code, list(response.raw_headers), bytes(response.body))
