@@ -10,6 +10,9 @@ from ccapo.interventions import Intervention
 from ccapo.spans import SegmenterName
 from ccapo.weights import WeightConfig
 
+# Each probed span costs one forward-pass row: the most any trace may have, custom spans included.
+MAX_SPANS = 256
+
 
 class ScoringConfig(BaseModel):
     """How traces are segmented, intervened on and turned into weights.
@@ -27,7 +30,7 @@ class ScoringConfig(BaseModel):
     target: Literal["completion", "reference"] = Field(
         "completion", description="score the completion's own answer, or the trace's reference_answer"
     )
-    max_spans: int = Field(10, ge=1, le=256)
+    max_spans: int = Field(10, ge=1, le=MAX_SPANS, description="spans a segmenter may probe per trace")
     min_span_tokens: int = Field(5, ge=1)
     max_span_tokens: int = Field(50, ge=1)
     window_tokens: int = Field(16, ge=1, description='"window" segmenter: tokens per window (at least)')

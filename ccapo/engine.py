@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import cached_property
+from typing import TypeVar, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -22,6 +23,8 @@ from ccapo.interventions import Branch, Intervention, additive_mask, branch, vis
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+# Asked before every forward pass with a job's index: True drops that job's remaining rows.
+Cancelled = Callable[[int], bool]
 T = TypeVar("T")
 
 
@@ -34,6 +37,23 @@ class EngineJob:
     spans: list[tuple[int, int]]
     intervention: Intervention
     placeholder: int
+
+    @property
+    def counterfactuals(self) -> int:
+        """Masked variants the engine scores for this job: one row per span."""
+        return len(self.spans)
+
+    @cached_property
+    def feed_tokens(self) -> int:
+        """Tokens the engine feeds for this job: its base pass plus each row's recomputed suffix.
+
+        Exactly `JobScores.forward_tokens` once scored, so a scheduler can budget work before running it.
+        """
+        return len(self.ids) + sum(len(b.tokens) for b in self.branches())
+
+    def branches(self) -> list[Branch]:
+        """The counterfactual rows, one per span, as the engine feeds them."""
+        return [branch(self.ids, self.answer_start, span, self.intervention, self.placeholder) for span in self.spans]
 
 
 @dataclass(frozen=True)
@@ -73,38 +93,59 @@ class Engine:
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
 
     def score(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
+        """Each job's scores, aligned with `jobs`."""
+        return cast(list[JobScores], self.score_cancellable(jobs, _never, progress))
+
+    def score_cancellable(
+        self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None = None
+    ) -> list[JobScores | None]:
+        """`score`, asking `cancelled(i)` before every forward pass.
+
+        Once it says True for job i, i's remaining passes are skipped and its entry is None. Other
+        jobs' scores are unaffected: every row is computed on its own, whatever shares its batch.
+        """
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                return self._score(jobs, progress)
+                return self._score(jobs, progress, cancelled)
         finally:
             self.model.train(was_training)
 
-    def _score(self, jobs: Sequence[EngineJob], progress: Progress | None) -> list[JobScores]:
+    def _score(
+        self, jobs: Sequence[EngineJob], progress: Progress | None, cancelled: Cancelled
+    ) -> list[JobScores | None]:
         results: list[JobScores | None] = [None] * len(jobs)
         order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].ids))
         done = 0
         for group in _buckets(order, lambda i: len(jobs[i].ids), self.max_cached_tokens, fill=0.0):
-            batch = [jobs[i] for i in group]
-            for i, scores in zip(group, _split_on_oom(self._score_group, batch), strict=True):
-                results[i] = scores
+            live = [i for i in group if not cancelled(i)]
+            if live:
+                run = lambda idx: self._score_group([jobs[i] for i in idx], lambda k: cancelled(idx[k]))  # noqa: E731
+                for i, scores in zip(live, _split_on_oom(run, live), strict=True):
+                    results[i] = None if cancelled(i) else scores
             done += len(group)
             if progress is not None:
                 progress(done, len(jobs))
-        return results  # type: ignore[return-value]
+        return results
 
-    def _score_group(self, jobs: list[EngineJob]) -> list[JobScores]:
-        """Base passes for jobs sorted longest first, then all their branches over the cached prefixes."""
+    def _score_group(self, jobs: list[EngineJob], cancelled: Cancelled) -> list[JobScores]:
+        """Base passes for jobs sorted longest first, then all their branches over the cached prefixes.
+
+        A job `cancelled` says to drop gets no further passes; its scores are meaningless and discarded.
+        """
         base = [0.0] * len(jobs)
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         for batch in _buckets(list(range(len(jobs))), lambda i: len(jobs[i].ids), self.max_batch_tokens):
+            batch = [i for i in batch if not cancelled(i)]
+            if not batch:
+                continue
             hidden, cache = self._base_pass([jobs[i] for i in batch])
             answers = [(r, jobs[i].answer_start, jobs[i].ids[jobs[i].answer_start :]) for r, i in enumerate(batch)]
             for i, logprob in zip(batch, self._answer_logprobs(hidden, answers), strict=True):
                 base[i] = logprob
-            rows, width = slice(batch[0], batch[-1] + 1), hidden.shape[1]
+            rows, width = torch.tensor(batch, device=hidden.device), hidden.shape[1]
             for layer, cached in enumerate(cache.layers):
                 if layer == len(keys):  # the group's longest job comes first: size the store by it
                     shape = (len(jobs), cached.keys.shape[1], len(jobs[0].ids), cached.keys.shape[3])
@@ -114,11 +155,7 @@ class Engine:
                 values[layer][rows, :, :width] = cached.values
             del hidden, cache
 
-        rows = [
-            _Row(j, k, branch(job.ids, job.answer_start, span, job.intervention, job.placeholder))
-            for j, job in enumerate(jobs)
-            for k, span in enumerate(job.spans)
-        ]
+        rows = [_Row(j, k, b) for j, job in enumerate(jobs) for k, b in enumerate(job.branches())]
         masked = [[0.0] * len(job.spans) for job in jobs]
         fed = [len(job.ids) for job in jobs]
         for row in rows:
@@ -126,6 +163,9 @@ class Engine:
         rows.sort(key=lambda row: -len(row.branch.tokens))
         max_rows = max(1, 4 * self.max_batch_tokens // len(jobs[0].ids))  # bounds the gathered prefixes
         for batch in _buckets(rows, lambda row: len(row.branch.tokens), self.max_batch_tokens, max_items=max_rows):
+            batch = [row for row in batch if not cancelled(row.job)]
+            if not batch:
+                continue
             run = lambda b: self._branch_pass(b, keys, values, jobs)  # noqa: E731
             for row, value in zip(batch, _split_on_oom(run, batch), strict=True):
                 masked[row.job][row.slot] = value
@@ -191,6 +231,10 @@ class Engine:
         token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
         sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
         return sums.tolist()
+
+
+def _never(job: int) -> bool:
+    return False
 
 
 def _buckets(

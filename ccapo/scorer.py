@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
-from ccapo.config import ScoringConfig
-from ccapo.engine import Engine, EngineJob, JobScores, Progress
+from ccapo.config import MAX_SPANS, ScoringConfig
+from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
@@ -67,6 +67,16 @@ class PreparedTrace:
     job: EngineJob | None = None
     reason: str | None = None
 
+    @property
+    def counterfactuals(self) -> int:
+        """Masked variants scoring this trace takes (0 when unscorable)."""
+        return self.job.counterfactuals if self.job is not None else 0
+
+    @property
+    def feed_tokens(self) -> int:
+        """Tokens the engine will feed for this trace: its cost, known before any model work."""
+        return self.job.feed_tokens if self.job is not None else 0
+
 
 class Scorer:
     """Counterfactual span importance for reasoning traces, under one causal LM.
@@ -106,7 +116,8 @@ class Scorer:
     ) -> Scorer:
         """Load a model by hub id, local directory or GGUF file (default: the bundled SmolLM2-135M)."""
         loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        return cls(loaded, tokenizer, max_batch_tokens=max_batch_tokens, model_id=model or DEFAULT_MODEL)
+        model_id = DEFAULT_MODEL if model in (None, "default") else model  # "default" names no model
+        return cls(loaded, tokenizer, max_batch_tokens=max_batch_tokens, model_id=model_id)
 
     def score(
         self,
@@ -165,6 +176,16 @@ class Scorer:
         if self._exact_fast_path:
             return self.engine.score(jobs, progress)
         return reference_score(self.model, list(jobs))
+
+    def compute_cancellable(self, jobs: Sequence[EngineJob], cancelled: Cancelled) -> list[JobScores | None]:
+        """`compute`, dropping job i (its entry None) once `cancelled(i)` says so.
+
+        The fast engine asks before every forward pass; the reference engine before every job.
+        A server uses this to stop work whose request is gone.
+        """
+        if self._exact_fast_path:
+            return self.engine.score_cancellable(jobs, cancelled)
+        return [None if cancelled(i) else reference_score(self.model, [job])[0] for i, job in enumerate(jobs)]
 
     def placeholder_id(self, placeholder: int | str | None = None) -> int:
         """The "pad" intervention's replacement token.
@@ -245,6 +266,10 @@ class Scorer:
             marker=location.marker if location else "####",
         )
 
+        if trace.spans is not None and len(trace.spans) > MAX_SPANS:
+            raise TraceError(
+                index, f"{len(trace.spans)} custom spans, over the limit of {MAX_SPANS}: each costs a forward pass row"
+            )
         try:
             if trace.spans is not None:
                 spans = custom_spans(completion, offsets, token_start, trace.spans, by_tokens=trace.is_tokenized)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 ChatMessage = dict[str, Any]
-# Ids and offsets are integers as sent: "12" or true are a caller's mistake, not a token.
-StrictInt = Annotated[int, Strict()]
+
+
+def _integer(value: Any) -> int:
+    """An integer as given (numpy and torch integers included); "12", true or 1.0 are a caller's mistake."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer, not the boolean {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"must be an integer, not {type(value).__name__} {value!r}") from None
+
+
+StrictInt = Annotated[int, BeforeValidator(_integer)]
 
 
 class Trace(BaseModel):

@@ -100,3 +100,29 @@ def test_out_of_memory_batches_are_split_and_retried(monkeypatch):
     assert calls == [5, 2, 3, 1, 2]
     with pytest.raises(torch.cuda.OutOfMemoryError):
         engine._split_on_oom(lambda items: run([0, 0, 0]), [1])
+
+
+def test_a_cancelled_job_stops_between_forward_passes(llama, tokenizer):
+    """Cancelling one job skips its remaining passes; the other jobs' scores do not change."""
+    scorer = Scorer(llama, tokenizer)
+    config = ScoringConfig(intervention="pad", segmenter="sentence", min_span_tokens=2)
+    jobs = [p.job for p in scorer.prepare(gsm_traces(3, seed=2), config) if p.job is not None]
+    engine = Engine(llama, max_batch_tokens=96)  # a tight budget: many passes to stop between
+    passes = []
+    hook = engine.decoder.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        full = engine.score(jobs)
+        full_passes = len(passes)
+        passes.clear()
+        some = engine.score_cancellable(jobs, lambda i: i == 1)
+        assert some[1] is None
+        for k in (0, 2):  # other batch shapes, the same numbers
+            assert some[k].base_logprob == pytest.approx(full[k].base_logprob, abs=TOLERANCE)
+            assert some[k].masked_logprobs == pytest.approx(full[k].masked_logprobs, abs=TOLERANCE)
+        passes.clear()
+        everything = engine.score_cancellable(jobs, lambda i: len(passes) >= 2)  # gone after two passes
+    finally:
+        hook.remove()
+    assert everything == [None, None, None]
+    assert len(passes) == 2 < full_passes
+    assert [job.feed_tokens for job in jobs] == [s.forward_tokens for s in full]
