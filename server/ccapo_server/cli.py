@@ -42,7 +42,29 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory POST /v1/model may load models from (repeatable)",
     )
+    ray = parser.add_argument_group("Ray Serve (needs the ray extra: pip install 'ccapo[ray]')")
+    ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve application (RAY_ADDRESS: a cluster)")
+    ray.add_argument("--replicas", type=int, help="model replicas, each with its own model and batcher (default 1)")
+    ray.add_argument("--replica-cpus", type=float, help="CPUs each replica reserves (default 1)")
+    ray.add_argument("--replica-gpus", type=float, help="GPUs each replica reserves (default 0)")
     return parser
+
+
+_RAY_FLAGS = ("ray", "replicas", "replica_cpus", "replica_gpus")
+
+
+def _ray_options(argv: list[str] | None) -> dict[str, float | int] | None:
+    """The Ray flags given, or None to serve without Ray; exits 2 on Ray flags without --ray."""
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    given = {name: args[name] for name in _RAY_FLAGS[1:] if args[name] is not None}
+    if not args["ray"]:
+        if given:
+            parser.error(f"--{next(iter(given)).replace('_', '-')} needs --ray")
+        return None
+    if given.get("replicas", 1) < 1:
+        parser.error("--replicas must be 1 or more")
+    return {"replicas": 1, "replica_cpus": 1.0, "replica_gpus": 0.0, **given}
 
 
 def curl_example(settings: ServerSettings) -> str:
@@ -72,9 +94,20 @@ def settings_from_args(argv: list[str] | None = None) -> ServerSettings:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return ServerSettings(**{name: value for name, value in vars(args).items() if value is not None})
+        given = {name: value for name, value in vars(args).items() if value is not None and name not in _RAY_FLAGS}
+        return ServerSettings(**given)
     except ValidationError as err:
         parser.error(str(err))
+
+
+def _serve_on_ray(settings: ServerSettings, options: dict[str, float | int]) -> int:
+    try:
+        from ccapo_server.ray_serve import run
+    except ImportError as err:
+        logger.error("ccapo serve --ray needs the ray extra: pip install 'ccapo[ray]' (%s)", err)
+        return 2
+    run(settings, int(options["replicas"]), float(options["replica_cpus"]), float(options["replica_gpus"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     transformers_logging.disable_progress_bar()  # a weight-loading bar in a server log is noise
     logger.info("try it once ready:\n  %s", curl_example(settings))
+    if (ray_options := _ray_options(argv)) is not None:
+        return _serve_on_ray(settings, ray_options)
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(settings),
