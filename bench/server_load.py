@@ -6,6 +6,9 @@ Starts `python -m ccapo_server` on a free loopback port twice, batched (the defa
 unbatched (one trace per batch), and has 1, 8 and 32 concurrent clients send one-trace requests.
 In the same run it scores the same traces in-process with `ccapo.Scorer` for comparison. Prints
 throughput (traces/s) and p50/p99 latency per setting.
+
+`--ray --replicas N` adds rows for the same requests through `ccapo serve --ray` (a local Ray
+Serve application with N model replicas sharing this machine's CPUs), beside the single server.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -40,10 +43,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(model: str, env: dict[str, str]) -> Iterator[str]:
+def server(model: str, env: dict[str, str], flags: Sequence[str] = ()) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ccapo_server", "--model", model, "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "ccapo_server", "--model", model, "--host", "127.0.0.1", "--port", str(port), *flags],
         env={**os.environ, **env, "PYTHONPATH": str(ROOT / "server")},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -95,6 +98,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=32, help="traces per setting")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ray", action="store_true", help="also serve through Ray Serve (ccapo serve --ray)")
+    parser.add_argument("--replicas", type=int, default=2, help="--ray: model replicas")
     args = parser.parse_args()
     model = resolve_model(args.model)
     traces = [t.model_dump(exclude_none=True) for t in gsm_traces(args.n, args.seed)]
@@ -118,9 +123,14 @@ def main() -> None:
         "batched": patient,
         "unbatched": {**patient, "CCAPO_MAX_BATCH_TOKENS": "1", "CCAPO_MAX_WAIT_MS": "0"},
     }
+    # The replicas share this machine's CPUs: on 2 cores they add no throughput, and show what routing costs.
+    replica_cpus = min(1.0, (os.cpu_count() or 1) / args.replicas)
+    ray_flags = ["--ray", "--replicas", str(args.replicas), "--replica-cpus", f"{replica_cpus:g}"]
+    if args.ray:
+        settings[f"ray x{args.replicas}"] = patient
     for name, env in settings.items():
-        with server(model, env) as url:
-            for clients in args.clients if name == "batched" else [max(args.clients)]:
+        with server(model, env, ray_flags if name.startswith("ray") else ()) as url:
+            for clients in args.clients if name != "unbatched" else [max(args.clients)]:
                 seconds, latencies = asyncio.run(load(url, traces, clients))
                 throughput = args.n / seconds
                 table.add_row(
