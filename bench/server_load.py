@@ -88,6 +88,17 @@ async def load(url: str, traces: list[dict], clients: int) -> tuple[float, list[
         return time.perf_counter() - start, latencies
 
 
+def hop_ms(url: str, requests: int = 50) -> float:
+    """Median milliseconds of `GET /v1/model`, one request at a time: what reaching the app costs, no model work."""
+    latencies = []
+    with httpx.Client() as http:
+        for _ in range(requests):
+            start = time.perf_counter()
+            http.get(f"{url}/v1/model").raise_for_status()
+            latencies.append(time.perf_counter() - start)
+    return 1000 * statistics.median(latencies)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -128,8 +139,10 @@ def main() -> None:
     ray_flags = ["--ray", "--replicas", str(args.replicas), "--replica-cpus", f"{replica_cpus:g}"]
     if args.ray:
         settings[f"ray x{args.replicas}"] = patient
+    hops: dict[str, float] = {}
     for name, env in settings.items():
         with server(model, env, ray_flags if name.startswith("ray") else ()) as url:
+            hops[name] = hop_ms(url)
             for clients in args.clients if name != "unbatched" else [max(args.clients)]:
                 seconds, latencies = asyncio.run(load(url, traces, clients))
                 throughput = args.n / seconds
@@ -143,6 +156,7 @@ def main() -> None:
                 )
                 console.log(f"{name}, {clients} clients: {throughput:.2f} traces/s")
     console.print(table)
+    console.print("GET /v1/model, median ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in hops.items()))
 
 
 if __name__ == "__main__":
