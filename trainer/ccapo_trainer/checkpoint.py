@@ -1,5 +1,5 @@
-"""Checkpoints that resume exactly: weights (or the LoRA adapter), optimizer, scheduler, RNG states,
-the data position and the metrics so far.
+"""Checkpoints that resume exactly: weights (or the LoRA adapter), optimizer, scheduler, RNG states
+(one set per process of a multi-process run), the data position and the metrics so far.
 
 Layout: `OUTPUT_DIR/checkpoints/step-N/` holds `model/` (a `save_pretrained` directory any HF tool
 loads), `state.pt` and `config.yaml`. A checkpoint is written to a temporary name and renamed, so a
@@ -8,6 +8,7 @@ run killed while saving never leaves a half-written checkpoint that `--resume` w
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 
@@ -45,7 +48,9 @@ def save_checkpoint(
     scheduler: Any,
     config_yaml: str,
     keep: int,
+    process_rng: list[dict[str, Any]] | None = None,
 ) -> Path:
+    """`process_rng`: every process's `rng_states()`, in process order (default: this process's only)."""
     root = output_dir / CHECKPOINTS
     final = root / f"step-{state.step}"
     partial = root / f".step-{state.step}.partial"
@@ -57,7 +62,7 @@ def save_checkpoint(
             "train_state": asdict(state),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": _rng_states(),
+            "rng": process_rng or [rng_states()],
         },
         partial / "state.pt",
     )
@@ -83,17 +88,29 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_state(checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> TrainState:
-    """Restore optimizer, scheduler and RNG states from `checkpoint` (the weights load with the model)."""
+def load_state(
+    checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0, processes: int = 1
+) -> TrainState:
+    """Restore optimizer, scheduler and process `rank`'s RNG states from `checkpoint` (the weights
+    load with the model). Every process's optimizer state is the same, so the main process's serves all."""
     saved = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
-    _set_rng_states(saved["rng"])
+    rng = saved["rng"] if isinstance(saved["rng"], list) else [saved["rng"]]  # older checkpoints: one dict
+    if len(rng) != processes:
+        logger.warning(
+            "%s was saved by %d process(es), this run has %d: sampling will not repeat the interrupted run's",
+            checkpoint,
+            len(rng),
+            processes,
+        )
+    _set_rng_states(rng[rank % len(rng)])
     raw = saved["train_state"]
     return TrainState(step=raw["step"], data=DataPosition(**raw["data"]), synced_step=raw["synced_step"])
 
 
-def _rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
+    """This process's random number generators' states."""
     return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from ccapo_adapters.batch import Weighting
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ccapo.config import ScoringConfig
-from ccapo_adapters.batch import Weighting
 from ccapo_trainer.advantages import ScaleRewards
 from ccapo_trainer.loss import LossConfig, LossType
 
@@ -108,6 +108,14 @@ class TrainConfig(BaseModel):
     eval_problems: int = Field(200, ge=1)
     eval_batch_size: int = Field(32, ge=1)
     tensorboard: bool = False
+    log_completions: bool = Field(
+        False, description="write every sampled completion and its reward to completions.jsonl (all processes')"
+    )
+    log_param_checksum: bool = Field(
+        False,
+        description="log every process's SHA-256 of the trainable weights per step as params/sha256 "
+        "(a multi-process run stops if they differ)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

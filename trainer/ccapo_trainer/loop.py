@@ -33,13 +33,25 @@ from ccapo_trainer.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_state,
+    rng_states,
     save_checkpoint,
 )
 from ccapo_trainer.config import TrainConfig
 from ccapo_trainer.data import Problem, encode_prompt, load_problems
+from ccapo_trainer.distributed import (
+    LaunchError,
+    Processes,
+    RolloutStats,
+    launched_accelerator,
+    param_checksum,
+    rollout_metrics,
+    slowest,
+    update_metrics,
+    weight_metrics,
+)
 from ccapo_trainer.evaluate import greedy_accuracy
 from ccapo_trainer.loss import policy_loss
-from ccapo_trainer.metrics import MetricsLog, weight_histogram
+from ccapo_trainer.metrics import MetricsLog
 from ccapo_trainer.rewards import RewardFn, reward_fn
 from ccapo_trainer.rollout import (
     Completions,
@@ -193,7 +205,10 @@ class Trainer:
         config = self.config
         _seed_everything(config.seed)
         mixed = "bf16" if config.bf16 and torch.cuda.is_available() else "no"
-        accelerator = Accelerator(mixed_precision=mixed)
+        try:
+            accelerator = launched_accelerator(mixed)
+        except LaunchError as err:
+            raise TrainingError(str(err)) from None
         model, tokenizer = self._build_model(accelerator)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
@@ -205,25 +220,26 @@ class Trainer:
         reference = self._reference(model, accelerator)
         model, optimizer = accelerator.prepare(model, optimizer)
         policy = accelerator.unwrap_model(model)
+        processes = Processes(accelerator)
+        if processes.count > 1:  # the same weights everywhere (DDP broadcast them), but each process its own samples
+            _seed_everything(config.seed + processes.rank)
 
         state = TrainState()
         if self.checkpoint is not None:
-            state = load_state(self.checkpoint, optimizer, scheduler)
+            state = load_state(self.checkpoint, optimizer, scheduler, processes.rank, processes.count)
             logger.info("resuming from %s (step %d)", self.checkpoint, state.step)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(config.to_yaml())
-        metrics_log = MetricsLog(
-            self.output_dir, state.step if self.checkpoint else None, config.tensorboard and accelerator.is_main_process
-        )
+        metrics_log = None  # only the main process writes the run's files
+        if processes.is_main:
+            (self.output_dir / "config.yaml").write_text(config.to_yaml())
+            metrics_log = MetricsLog(self.output_dir, state.step if self.checkpoint else None, config.tensorboard)
         provider = weight_provider(config, policy, tokenizer, self.output_dir)
         provider.synced_step = state.synced_step
-        if self.checkpoint is not None and provider.config.sync_every:
-            provider.sync(policy, tokenizer, state.step)  # the server may run anything by now: send the resumed policy
-        sampler = _Sampler(
-            len(self.train_problems), config.seed, state.data, accelerator.process_index, accelerator.num_processes
-        )
+        sampler = _Sampler(len(self.train_problems), config.seed, state.data, processes.rank, processes.count)
         prompt_cache: dict[int, list[int]] = {}
-        run = _Run(self, accelerator, model, policy, tokenizer, optimizer, scheduler, reference, provider)
+        run = _Run(self, processes, model, policy, tokenizer, optimizer, scheduler, reference, provider)
+        if self.checkpoint is not None and provider.config.sync_every:
+            run.sync_policy(state.step, now=True)  # the server may run anything by now: send the resumed policy
 
         interrupted = False
         with self._signals():
@@ -233,19 +249,23 @@ class Trainer:
                 while state.step < config.steps:
                     step = state.step + 1
                     record = run.step(step, sampler, prompt_cache)
+                    if metrics_log is not None and config.log_completions:
+                        metrics_log.log_completions(step, run.completions)
                     state.step, state.data, state.synced_step = step, sampler.position, provider.synced_step
                     if config.eval_every and step % config.eval_every == 0:
                         record.update(run.evaluate(self._eval_problems()))
                     self._log(metrics_log, record)
-                    stopping = self._stop_signal is not None
+                    stopping = processes.most(self._stop_signal is not None) > 0  # a signal to any process stops all
                     if stopping or step == config.steps or (config.save_every and step % config.save_every == 0):
-                        self._save(accelerator, state, policy, tokenizer, optimizer, scheduler)
+                        self._save(processes, state, policy, tokenizer, optimizer, scheduler)
                     if stopping:
-                        logger.warning("%s: saved a checkpoint at step %d and stopped", self._stop_signal, step)
+                        signal_name = self._stop_signal or "another process's signal"
+                        logger.warning("%s: saved a checkpoint at step %d and stopped", signal_name, step)
                         interrupted = True
                         break
             finally:
-                metrics_log.close()
+                if metrics_log is not None:
+                    metrics_log.close()
         return TrainResult(self.output_dir, state.step, interrupted)
 
     def _eval_problems(self) -> list[Problem]:
@@ -253,18 +273,21 @@ class Trainer:
             self.eval_problems = self._load(self.config.eval_split)
         return self.eval_problems[: self.config.eval_problems]
 
-    def _log(self, metrics_log: MetricsLog, record: dict[str, Any]) -> None:
+    def _log(self, metrics_log: MetricsLog | None, record: dict[str, Any]) -> None:
+        if metrics_log is None:  # not the main process: its samples are in the main process's record
+            return
         metrics_log.log(record)
         if self.on_step is not None:
             self.on_step(record)
 
-    def _save(self, accelerator: Accelerator, state: TrainState, policy, tokenizer, optimizer, scheduler) -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+    def _save(self, processes: Processes, state: TrainState, policy, tokenizer, optimizer, scheduler) -> None:
+        process_rng = processes.gather(rng_states())
+        if processes.is_main:
             config = self.config
             args = (state, policy, tokenizer, optimizer, scheduler, config.to_yaml(), config.keep_checkpoints)
-            path = save_checkpoint(self.output_dir, *args)
+            path = save_checkpoint(self.output_dir, *args, process_rng=process_rng)
             logger.info("checkpoint %s", path)
+        processes.barrier()
 
     @contextmanager
     def _signals(self):
@@ -291,10 +314,11 @@ class Trainer:
 class _Run:
     """The objects of one run and the stages of its steps."""
 
-    def __init__(self, trainer, accelerator, model, policy, tokenizer, optimizer, scheduler, reference, provider):
+    def __init__(self, trainer, processes, model, policy, tokenizer, optimizer, scheduler, reference, provider):
         self.trainer = trainer
         self.config = trainer.config
-        self.accelerator = accelerator
+        self.processes = processes
+        self.accelerator = processes.accelerator
         self.model = model  # what the optimizer steps (maybe DDP-wrapped)
         self.policy = policy  # the same model, unwrapped: generation and scoring
         self.tokenizer = tokenizer
@@ -304,6 +328,7 @@ class _Run:
         self.provider = provider
         self.scorer = Scorer(policy, tokenizer)  # segmenting only, for the uniform arm's metrics
         self.pad_id = tokenizer.pad_token_id
+        self.completions: list[dict[str, Any]] = []  # the last step's samples, every process's
         self.vllm = None
         if self.config.use_vllm:
             from ccapo_trainer.vllm_rollout import VllmGenerator
@@ -329,9 +354,11 @@ class _Run:
         started = time.perf_counter()
         groups, record = self.collect(sampler, prompt_cache)
         record["step"] = step
-        if not groups:
-            logger.warning("step %d: every group had equal rewards after %d rounds; no update", step, record["rounds"])
-            record.update(skipped=1, **{"time/step_s": time.perf_counter() - started})
+        if self.processes.fewest(len(groups)) == 0:  # DDP needs every process in every update
+            rounds = record["rounds"]
+            logger.warning("step %d: every group had equal rewards after %d rounds; no update", step, rounds)
+            record.update(skipped=1, **slowest(self.processes, {"time/step_s": time.perf_counter() - started}))
+            record.update(self._replica_checksums(step))
             return _ordered(record)
 
         g = self.config.num_generations
@@ -353,29 +380,44 @@ class _Run:
             if self.config.weighting == "uniform":
                 segment_only(self.scorer, batch, prompts, ids, mask, answers, self.config)
         score_s = time.perf_counter() - scoring_started
-        record.update(batch.metrics(mask))
+        record.update(weight_metrics(self.processes, batch, mask))
         if self.provider.config.provider == "remote":  # step's rollouts came from the policy after step - 1
             record["weighting/version_lag"] = float(step - 1 - self.provider.synced_step)
-        record["weights/hist"] = weight_histogram(batch.weights, mask)
 
         update_started = time.perf_counter()
-        record.update(self.update(prompts, ids, loss_mask, advantages, batch.weights))
-        self.provider.maybe_sync(self.policy, self.tokenizer, step)
+        record.update(update_metrics(self.processes, self.update(prompts, ids, loss_mask, advantages, batch.weights)))
+        self.sync_policy(step)
         if self.vllm is not None:
             self.vllm.sync(self.policy)
         update_s = time.perf_counter() - update_started
 
         step_s = time.perf_counter() - started
-        record.update(
-            {
-                "time/score_s": score_s,
-                "time/update_s": update_s,
-                "time/step_s": step_s,
-                "scoring_overhead_pct": 100 * score_s / max(step_s - score_s, 1e-9),
-                "lr": self.scheduler.get_last_lr()[0],
-            }
-        )
+        timings = slowest(self.processes, {"time/score_s": score_s, "time/update_s": update_s, "time/step_s": step_s})
+        score_s, step_s = timings["time/score_s"], timings["time/step_s"]
+        record.update(timings)
+        record["scoring_overhead_pct"] = 100 * score_s / max(step_s - score_s, 1e-9)
+        record["lr"] = self.scheduler.get_last_lr()[0]
+        record.update(self._replica_checksums(step))
         return _ordered(record)
+
+    def sync_policy(self, step: int, now: bool = False) -> None:
+        """Push the policy to the scoring server (every `sync_every` steps, or `now`). The main process
+        saves and sends it once for all; the others wait for it and take its synced step."""
+        if self.processes.is_main:
+            if now:
+                self.provider.sync(self.policy, self.tokenizer, step)
+            else:
+                self.provider.maybe_sync(self.policy, self.tokenizer, step)
+        self.provider.synced_step = self.processes.from_main(self.provider.synced_step)
+
+    def _replica_checksums(self, step: int) -> dict[str, Any]:
+        """`log_param_checksum`: every process's parameter digest, which DDP keeps equal."""
+        if not self.config.log_param_checksum:
+            return {}
+        digests = self.processes.gather(param_checksum(self.policy))
+        if len(set(digests)) > 1:
+            raise TrainingError(f"step {step}: the processes' parameters differ (sha256 {digests})")
+        return {"params/sha256": digests}
 
     # -- rollout and reward -----------------------------------------------------------------------
 
@@ -387,9 +429,16 @@ class _Run:
         reward_failures = 0
         generate_s = 0.0
         rounds = 0
-        while len(kept) < config.prompts_per_step and rounds < config.max_sampling_rounds:
+        completions = []
+        while rounds < config.max_sampling_rounds:
+            # Every process takes as many prompts as the neediest one, so that the processes' sampler
+            # positions stay in step; one that needs fewer generates for the first ones only.
+            wanted = config.prompts_per_step - len(kept)
+            needed = int(self.processes.most(wanted))
+            if needed <= 0:
+                break
             rounds += 1
-            indices = sampler.take(config.prompts_per_step - len(kept))
+            indices = sampler.take(needed)[:wanted]
             problems, prompts = [], []
             for index in indices:
                 prompt = prompt_cache.get(index)
@@ -412,6 +461,11 @@ class _Run:
             texts = decode(self.tokenizer, out)
             rewards, correct, failures = self.reward(texts, [p for p in problems for _ in range(g)])
             reward_failures += failures
+            if config.log_completions:
+                completions += [
+                    {"problem": p.question, "completion": text, "reward": reward}
+                    for p, text, reward in zip([p for p in problems for _ in range(g)], texts, rewards, strict=True)
+                ]
             rewards, correct = torch.tensor(rewards), torch.tensor(correct)
             dead = zero_variance_groups(rewards, g)
             for k, (problem, prompt) in enumerate(zip(problems, prompts, strict=True)):
@@ -422,7 +476,9 @@ class _Run:
                 seen.append(group)
                 if not (config.dynamic_sampling and dead[k]):
                     kept.append(group)
-        return kept[: config.prompts_per_step], self._rollout_metrics(seen, kept, rounds, reward_failures, generate_s)
+        stats = self.processes.gather(_rollout_stats(seen, kept, rounds, reward_failures, generate_s, completions))
+        self.completions = [{"process": rank, **row} for rank, s in enumerate(stats) for row in s.completions]
+        return kept[: config.prompts_per_step], rollout_metrics(stats)
 
     def generate(self, prompts: list[list[int]]) -> Completions:
         if self.vllm is not None:
@@ -448,26 +504,6 @@ class _Run:
             correct.append(values[0] >= 1.0)
         return totals, correct, failures
 
-    def _rollout_metrics(self, seen: list[_Group], kept: list[_Group], rounds: int, failures: int, generate_s: float):
-        if not seen:
-            return {"rounds": rounds, "time/generate_s": generate_s}
-        rewards = torch.cat([g.rewards for g in seen])
-        lengths = torch.cat([g.mask.sum(-1) for g in seen]).float()
-        return {
-            "reward/mean": float(rewards.mean()),
-            "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-            "accuracy": float(torch.cat([g.correct for g in seen]).float().mean()),
-            "zero_variance_share": sum(bool((g.rewards == g.rewards[0]).all()) for g in seen) / len(seen),
-            "groups/generated": len(seen),
-            "groups/kept": len(kept),
-            "rounds": rounds,
-            "completion_length/mean": float(lengths.mean()),
-            "completion_length/max": float(lengths.max()),
-            "truncated_share": float(torch.cat([g.truncated for g in seen]).float().mean()),
-            "reward/failed": failures,
-            "time/generate_s": generate_s,
-        }
-
     # -- the update -----------------------------------------------------------------------------
 
     def update(self, prompts, ids, mask, advantages, weights) -> dict[str, float]:
@@ -485,7 +521,10 @@ class _Run:
                     ref = torch.cat([self._reference_logprobs(prompts, ids, mask, mb) for mb in batches])
 
         totals: dict[str, float] = {}
-        tokens = mask.sum().clamp(min=1)
+        # Shares of the global batch (every process's samples); DDP averages the processes' gradients,
+        # so each process scales its loss by their count to get the global batch's gradient.
+        tokens = max(self.processes.total(float(mask.sum())), 1.0)
+        rows = self.processes.total(n)
         skipped = 0
         for iteration in range(config.num_iterations):
             for k, mb in enumerate(batches):
@@ -501,8 +540,8 @@ class _Run:
                         weights[mb],
                         None if ref is None else ref[mb],
                     )
-                    share = self._share(mask, mb, tokens)
-                    self.accelerator.backward(out.loss * share)
+                    share = self._share(mask, mb, tokens, rows)
+                    self.accelerator.backward(out.loss * share * self.processes.count)
                 if iteration == 0:
                     _accumulate(totals, {"loss": float(out.loss.detach()), **out.metrics}, share)
                     if entropy is not None:
@@ -517,11 +556,11 @@ class _Run:
         totals["update/skipped"] = skipped
         return totals
 
-    def _share(self, mask: torch.Tensor, mb: slice, tokens: torch.Tensor) -> float:
-        """This micro-batch's share of the batch loss, so the shares' sum is the full batch's loss."""
+    def _share(self, mask: torch.Tensor, mb: slice, tokens: float, rows: float) -> float:
+        """This micro-batch's share of the global batch loss, so the shares' sum is the full batch's loss."""
         if self.config.loss_type == "dapo":
             return float(mask[mb].sum() / tokens)
-        return (mb.stop - mb.start) / mask.shape[0]
+        return (mb.stop - mb.start) / rows
 
     def _optimizer_step(self) -> float | None:
         """Clip, step, zero; a non-finite gradient skips the step (counted) instead of poisoning the weights."""
@@ -553,16 +592,22 @@ class _Run:
         return self._logprobs(self.reference, prompts, ids, mask, mb)[0]
 
     def evaluate(self, problems: Sequence[Problem]) -> dict[str, float]:
-        result = greedy_accuracy(
-            self.policy,
-            self.tokenizer,
-            problems,
-            max_new_tokens=self.config.max_completion_length,
-            batch_size=self.config.eval_batch_size,
-            system_prompt=self.config.system_prompt,
-            reward_fn=self.trainer.rewards[0],
-        )
-        return {"eval/accuracy": result.accuracy, "eval/problems": result.total}
+        """Greedy accuracy; each process answers every `count`-th problem, from its rank on."""
+        mine = list(problems)[self.processes.rank :: self.processes.count]
+        correct = 0
+        if mine:
+            result = greedy_accuracy(
+                self.policy,
+                self.tokenizer,
+                mine,
+                max_new_tokens=self.config.max_completion_length,
+                batch_size=self.config.eval_batch_size,
+                system_prompt=self.config.system_prompt,
+                reward_fn=self.trainer.rewards[0],
+            )
+            correct = result.correct
+        total, right = self.processes.values([len(mine), correct]).sum(0).tolist()
+        return {"eval/accuracy": right / max(total, 1), "eval/problems": int(total)}
 
 
 def _with_lora(model: PreTrainedModel, config: TrainConfig, checkpoint: Path | None) -> PreTrainedModel:
@@ -581,6 +626,26 @@ def _with_lora(model: PreTrainedModel, config: TrainConfig, checkpoint: Path | N
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
+
+
+def _rollout_stats(
+    seen: list[_Group], kept: list[_Group], rounds: int, failures: int, generate_s: float, completions: list[dict]
+) -> RolloutStats:
+    def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    return RolloutStats(
+        rewards=cat([g.rewards for g in seen]),
+        correct=cat([g.correct for g in seen]),
+        lengths=cat([g.mask.sum(-1) for g in seen]),
+        truncated=cat([g.truncated for g in seen]),
+        zero_variance=[bool((g.rewards == g.rewards[0]).all()) for g in seen],
+        kept=len(kept),
+        rounds=rounds,
+        reward_failures=failures,
+        generate_s=generate_s,
+        completions=completions,
+    )
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,4 +1,5 @@
-"""Per-step metrics: one JSON line per step in `OUTPUT_DIR/metrics.jsonl`, optionally TensorBoard too."""
+"""Per-step metrics: one JSON line per step in `OUTPUT_DIR/metrics.jsonl`, optionally TensorBoard too, and
+with `log_completions` one line per sampled completion in `OUTPUT_DIR/completions.jsonl`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
 # Fixed bins so histograms from different steps and runs line up: [0, 6) in steps of 0.1.
 HIST_BINS = 60
 HIST_MAX = 6.0
@@ -27,12 +29,16 @@ class MetricsLog:
 
     def __init__(self, output_dir: Path, resume_step: int | None = None, tensorboard: bool = False):
         self.path = output_dir / METRICS_FILE
+        self.completions_path = output_dir / COMPLETIONS_FILE
         output_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
+            self.completions_path.unlink(missing_ok=True)
         else:
-            kept = [r for r in read_metrics(output_dir) if r["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            for path in (self.path, self.completions_path):
+                if path.is_file():
+                    kept = [r for r in _read_jsonl(path) if r["step"] <= resume_step]
+                    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self.writer = _tensorboard(output_dir) if tensorboard else None
 
     def log(self, record: dict[str, Any]) -> None:
@@ -43,6 +49,10 @@ class MetricsLog:
                 if isinstance(value, int | float) and key != "step":
                     self.writer.add_scalar(key, value, record["step"])
 
+    def log_completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        with self.completions_path.open("a") as out:
+            out.writelines(json.dumps({"step": step, **row}) + "\n" for row in rows)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -52,6 +62,18 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {METRICS_FILE}: is it a training run's output_dir?")
+    return _read_jsonl(path)
+
+
+def read_completions(run_dir: Path) -> list[dict[str, Any]]:
+    """A `log_completions` run's samples: step, process, problem, completion and reward of each."""
+    path = Path(run_dir) / COMPLETIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {COMPLETIONS_FILE}: was it trained with log_completions?")
+    return _read_jsonl(path)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
