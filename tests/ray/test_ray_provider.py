@@ -1,0 +1,39 @@
+"""The RL adapters' WeightProvider through a Ray Serve handle: the in-process weights; policy sync on every replica."""
+
+from __future__ import annotations
+
+import torch
+from ccapo_adapters.provider import CounterfactualConfig, WeightProvider
+from ray_app import ADMIN_KEY, API_KEY, RayApp
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ccapo import Scorer
+from ccapo.examples import load_examples
+
+
+def test_a_provider_with_a_handle_gives_the_in_process_weights_and_syncs_every_replica(ray_app: RayApp) -> None:
+    tiny_a = str(ray_app.root / "tiny-a")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_a)
+    traces = load_examples()[:3]
+    prompt_ids = [tokenizer(t.prompt).input_ids for t in traces]
+    completion_ids = [tokenizer(t.completion, add_special_tokens=False).input_ids for t in traces]
+
+    config = CounterfactualConfig(
+        provider="ray", api_key=API_KEY, admin_key=ADMIN_KEY, sync_every=1, sync_dir=str(ray_app.root / "policy")
+    )
+    provider = WeightProvider.from_handle(config, ray_app.handle)
+    local = WeightProvider(CounterfactualConfig(), Scorer.from_pretrained(tiny_a))
+    through_ray = provider.weights(prompt_ids, completion_ids)
+    expected = local.weights(prompt_ids, completion_ids)
+    assert through_ray.errors == expected.errors == [None] * len(traces)
+    assert not torch.all(expected.weights == 1.0)  # some spans were scored, so the comparison means something
+    torch.testing.assert_close(through_ray.weights, expected.weights, atol=1e-4, rtol=0)
+
+    # Policy sync: the trainer saves the policy under a model root, and every replica loads it.
+    policy = AutoModelForCausalLM.from_pretrained(tiny_a)
+    before = int(provider.scorer.model_info().version)
+    assert provider.maybe_sync(policy, tokenizer, step=1)
+    served = ray_app.replicas()
+    assert all(r["model_id"] == "policy" and r["version"] == before + 1 for r in served.values()), served
+    synced = provider.weights(prompt_ids, completion_ids)
+    torch.testing.assert_close(synced.weights, expected.weights, atol=1e-4, rtol=0)  # the policy is tiny-a
