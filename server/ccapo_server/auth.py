@@ -49,3 +49,12 @@ def admin_key_guard(key: str | None) -> Guard:
 def _same(given: str, expected: str) -> bool:
     # Constant time, so the key cannot be guessed byte by byte from response times.
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def has_key(authorization: str | None, key: str | None) -> bool:
+    """Whether an Authorization header carries `key` (always, when no key is set): for routes open to all
+    that show more to clients with the key."""
+    if key is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and _same(given.strip(), key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shlex
 import signal
 import sys
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from transformers.utils import logging as transformers_logging
 
 from ccapo_server.app import create_app
+from ccapo_server.runtime import Runtime
 from ccapo_server.schemas import TEXT_TRACE
 from ccapo_server.settings import ServerSettings
 
@@ -32,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--max-wait-ms", type=float, help="how long a trace waits for others to share its batch")
-    parser.add_argument("--max-batch-tokens", type=int, help="tokens one server batch may hold")
+    parser.add_argument("--server-batch-tokens", type=int, help="feed tokens one server batch may hold (default 16384)")
+    parser.add_argument(
+        "--engine-batch-tokens", type=int, help="padded tokens per engine forward pass (default: the Scorer's)"
+    )
+    parser.add_argument("--max-batch-tokens", type=int, help="deprecated name of --server-batch-tokens")
     parser.add_argument("--api-key", help="bearer key for the scoring routes (prefer CCAPO_API_KEY: flags show in ps)")
     parser.add_argument("--admin-key", help="bearer key for POST /v1/model (prefer CCAPO_ADMIN_KEY)")
     parser.add_argument(
@@ -118,13 +124,26 @@ def main(argv: list[str] | None = None) -> int:
     if (ray_options := _ray_options(argv)) is not None:
         return _serve_on_ray(settings, ray_options)
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
-    )
+    app = create_app(settings)
+    # The app answers what is left with 503 when its grace period ends; uvicorn's own limit comes
+    # after that, so that no connection is cut with a plain-text 500.
+    grace = settings.graceful_timeout_s + settings.shutdown_timeout_s
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, timeout_graceful_shutdown=math.ceil(grace))
+    _Server(config, app.state.runtime).run()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app the moment a signal asks it to stop: admission closes at once,
+    not only after uvicorn has waited for every connection."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime):
+        super().__init__(config)
+        self._runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._runtime.shut_down_soon()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

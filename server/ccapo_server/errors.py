@@ -34,6 +34,7 @@ ErrorType = Literal[
     "client_closed",
     "internal",
     "not_ready",
+    "shutting_down",
     "deadline_exceeded",
 ]
 
@@ -51,6 +52,7 @@ STATUS: dict[ErrorType, int] = {
     "client_closed": 499,  # nginx's code: nobody reads it, but logs and metrics tell it from a timeout
     "internal": 500,
     "not_ready": 503,
+    "shutting_down": 503,
     "deadline_exceeded": 504,
 }
 _TYPE_OF_STATUS: dict[int, ErrorType] = {

@@ -27,9 +27,23 @@ class Metrics:
             "ccapo_batch_traces", "traces per server batch", buckets=_TRACE_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
-            "ccapo_batch_tokens", "estimated tokens fed per server batch", buckets=_TOKEN_BUCKETS, registry=r
+            "ccapo_server_batch_tokens",
+            "feed tokens per server batch (the engine splits each into forward passes of engine_batch_tokens)",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("ccapo_queue_traces", "traces waiting to be scored", registry=r)
+        self.queue_tokens = Gauge("ccapo_queue_tokens", "feed tokens waiting to be scored", registry=r)
+        self.requests_open = Gauge(
+            "ccapo_requests_open", "scoring requests being prepared, queued or scored", registry=r
+        )
+        self.dropped_traces = Counter(
+            "ccapo_dropped_traces",
+            "traces whose request went away (deadline, client gone, shutdown) before they were scored, by where "
+            "their work stopped: preparation, queue or engine",
+            ["stage"],
+            registry=r,
+        )
         self.errors = Counter("ccapo_errors", "error answers by type", ["type"], registry=r)
         self.model_version = Gauge("ccapo_model_version", "version of the model in service (0: none yet)", registry=r)
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from ccapo import TraceError
-from ccapo_server.auth import admin_key_guard, api_key_guard
-from ccapo_server.batcher import Batcher, Scored, Ticket
+from ccapo_server.auth import admin_key_guard, api_key_guard, has_key
 from ccapo_server.errors import ApiError
-from ccapo_server.model_access import resolve_model_source
+from ccapo_server.model_access import choose_model
 from ccapo_server.runtime import Runtime
+from ccapo_server.scheduler import Scheduler
 from ccapo_server.schemas import (
     IMPORTANCE_EXAMPLES,
     IMPORTANCE_RESPONSE_EXAMPLE,
@@ -23,10 +23,12 @@ from ccapo_server.schemas import (
     Health,
     ImportanceRequest,
     ImportanceResponse,
+    Limits,
     LoadModelRequest,
     ModelInfo,
     Readiness,
 )
+from ccapo_server.tickets import Scored, Ticket
 
 _DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
 
@@ -55,7 +57,7 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         summary="Score traces: span drops and token weights",
         responses={
             200: {"content": {"application/json": {"example": IMPORTANCE_RESPONSE_EXAMPLE}}},
-            **_errors(400, 401, 413, 422, 429, 503, 504),
+            **_errors(400, 401, 413, 422, 429, 499, 503, 504),
         },
     )
     async def importance(
@@ -65,25 +67,20 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
             float | None, Header(gt=0, description="seconds; a deadline shorter than the server's own")
         ] = None,
     ) -> Response:
-        loop = asyncio.get_running_loop()
         timeout = min(settings.request_timeout_s, x_request_timeout or settings.request_timeout_s)
-        deadline = loop.time() + timeout
         if len(body.traces) > settings.max_traces_per_request:
             raise ApiError(
                 "invalid_request",
                 f"traces: {len(body.traces)} traces, over this server's limit of {settings.max_traces_per_request} "
                 "per request; split them over several requests",
             )
-        batcher = runtime.batcher
+        scheduler = runtime.scheduler
+        ticket = scheduler.submit(body.traces, body.config, timeout)
         try:
-            ticket = await batcher.submit(body.traces, body.config)
-        except TraceError as err:
-            raise ApiError.from_trace_error(err) from None
-        try:
-            scored = await _wait(ticket, batcher, request, deadline, timeout)
+            scored = await _wait(ticket, request, timeout)
         finally:
             if not ticket.future.done():
-                batcher.cancel(ticket)  # gone for any reason: its queued traces must not be scored
+                scheduler.cancel(ticket)  # gone for any reason: nothing more is computed for it
         return ResultsResponse(
             {
                 "model": {"id": scored.model_id, "version": str(scored.version)},
@@ -105,7 +102,8 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         responses=_errors(401, 403, 404, 409, 422, 503),
     )
     async def load_model(body: LoadModelRequest) -> ModelInfo:
-        await runtime.swap(resolve_model_source(body.model, settings))
+        source, name = choose_model(body.model, settings)
+        await runtime.swap(source, name)
         return _model_info(runtime)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
@@ -113,24 +111,29 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         return Health(status="alive")
 
     @app.get(
-        "/readyz", response_model=Readiness, summary="Readiness: a model is loaded and warm", responses=_errors(503)
+        "/readyz",
+        response_model=Readiness,
+        response_model_exclude_none=True,
+        summary="Readiness: a model is loaded and warm (which one: only with the API key, when one is set)",
+        responses=_errors(503),
     )
-    async def readyz() -> Readiness:
-        batcher = runtime.batcher
-        if not batcher.accepting:
-            raise ApiError("not_ready", "the server is shutting down", retry_after=1)
-        return Readiness(status="ready", model={"id": batcher.model_id, "version": str(batcher.version)})
+    async def readyz(request: Request) -> Readiness:
+        scheduler = runtime.scheduler
+        if not scheduler.accepting:
+            raise ApiError("shutting_down", "the server is shutting down", retry_after=1)
+        if not has_key(request.headers.get("Authorization"), settings.api_key):
+            return Readiness(status="ready")  # probes need no key, and learn nothing more without one
+        return Readiness(status="ready", model={"id": scheduler.model_id, "version": str(scheduler.version)})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-async def _wait(ticket: Ticket, batcher: Batcher, request: Request, deadline: float, timeout: float) -> Scored:
+async def _wait(ticket: Ticket, request: Request, timeout: float) -> Scored:
     """The ticket's result, unless the deadline passes (504) or the client goes away first."""
-    loop = asyncio.get_running_loop()
     while True:
-        left = deadline - loop.time()
+        left = ticket.deadline - time.monotonic()
         if left <= 0:
             raise ApiError(
                 "deadline_exceeded", f"not scored within the {timeout:g} s deadline; retry or send fewer traces"
@@ -143,21 +146,13 @@ async def _wait(ticket: Ticket, batcher: Batcher, request: Request, deadline: fl
 
 
 def _model_info(runtime: Runtime) -> ModelInfo:
-    batcher = runtime.batcher
-    model = batcher.scorer.model
-    settings = runtime.settings
+    scheduler: Scheduler = runtime.scheduler
+    model = scheduler.scorer.model
     return ModelInfo(
-        id=batcher.model_id,
-        version=str(batcher.version),
+        id=scheduler.model_id,
+        version=str(scheduler.version),
         device=str(model.device),
         dtype=str(model.dtype).removeprefix("torch."),
-        context_length=batcher.scorer.context_length,
-        limits={
-            "max_traces_per_request": settings.max_traces_per_request,
-            "max_tokens_per_trace": settings.max_tokens_per_trace,
-            "max_body_bytes": settings.max_body_bytes,
-            "max_batch_tokens": settings.max_batch_tokens,
-            "max_wait_ms": settings.max_wait_ms,
-            "max_queue_traces": settings.max_queue_traces,
-        },
+        context_length=scheduler.scorer.context_length,
+        limits=Limits.of(runtime.settings),
     )

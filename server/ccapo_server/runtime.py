@@ -1,4 +1,4 @@
-"""The app's moving parts: loading models off the event loop, the batcher once one is in service, readiness."""
+"""The app's moving parts: loading models off the event loop, the scheduler once one is in service, readiness."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from ccapo import Scorer
 from ccapo.examples import load_examples
-from ccapo_server.batcher import Batcher
 from ccapo_server.errors import ApiError
 from ccapo_server.metrics import Metrics
+from ccapo_server.scheduler import Scheduler
 from ccapo_server.settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -35,31 +35,53 @@ class Runtime:
         self.metrics = metrics
         self.load_error: str | None = None
         self._factory = scorer_factory
-        self._batcher: Batcher | None = None
+        self._scheduler: Scheduler | None = None
         self._startup: asyncio.Task[None] | None = None
         self._swapping = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def batcher(self) -> Batcher:
-        """The batcher in service; not_ready (503) while the first model loads or after it failed to."""
-        if self._batcher is None:
+    def scheduler(self) -> Scheduler:
+        """The scheduler in service; not_ready (503) while the first model loads or after it failed to."""
+        if self._scheduler is None:
+            if self._stopping:
+                raise ApiError("shutting_down", "the server is shutting down", retry_after=5)
             message = self.load_error or "the model is loading; retry shortly"
             raise ApiError("not_ready", message, retry_after=5)
-        return self._batcher
+        return self._scheduler
+
+    @property
+    def batcher(self) -> Scheduler:
+        """Deprecated name of `scheduler`, kept while the Ray replicas move to it."""
+        return self.scheduler
 
     def start(self) -> None:
-        self._startup = asyncio.get_running_loop().create_task(self._load_first(), name="ccapo-load-model")
+        self._loop = asyncio.get_running_loop()
+        self._startup = self._loop.create_task(self._load_first(), name="ccapo-load-model")
+
+    def shut_down_soon(self) -> None:
+        """`begin_shutdown` from a signal handler or another thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.begin_shutdown)
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: stop admitting at once, while the server still drains its connections."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.begin_shutdown()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()  # its loading thread cannot be interrupted; it ends on its own
-        if self._batcher is not None:
-            await self._batcher.drain()
-            logger.info("drained: every queued request was answered")
+        if self._scheduler is not None:
+            await self._scheduler.stop()
 
-    async def swap(self, source: str) -> int:
-        """Load `source` in a background thread while serving continues, then put it in service."""
-        batcher = self.batcher
+    async def swap(self, source: str, name: str | None = None) -> int:
+        """Load `source` in a background thread while serving continues, then put it in service as `name`
+        (default: the loaded scorer's model id)."""
+        scheduler = self.scheduler
         if self._swapping:
             raise ApiError("conflict", "a model is already being loaded; retry when it is done")
         self._swapping = True
@@ -68,8 +90,11 @@ class Runtime:
                 scorer = await asyncio.to_thread(self._load, source)
             except Exception as err:  # a bad checkpoint is the caller's to fix, not a server fault
                 logger.warning("could not load model %s: %s", source, err)
-                raise ApiError("invalid_request", f"model: could not load {source!r}: {err}") from err
-            return await batcher.swap(scorer, scorer.model_id)
+                shown = name or source
+                raise ApiError(
+                    "invalid_request", f"model: could not load {shown!r}: {str(err).replace(source, shown)}"
+                ) from err
+            return await scheduler.swap(scorer, name or scorer.model_id)
         finally:
             self._swapping = False
 
@@ -81,17 +106,8 @@ class Runtime:
             logger.exception("could not load model %s", source or "(default)")
             self.load_error = f"the model failed to load: {err}"
             return
-        settings = self.settings
-        self._batcher = Batcher(
-            scorer,
-            scorer.model_id,
-            metrics=self.metrics,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue_traces=settings.max_queue_traces,
-            max_tokens_per_trace=settings.max_tokens_per_trace,
-        )
-        self._batcher.start()
+        self._scheduler = Scheduler(scorer, scorer.model_id, self.settings, self.metrics)
+        self._scheduler.start()
         logger.info("ready: %s on %s (%s)", scorer.model_id, scorer.model.device, scorer.model.dtype)
 
     def _load(self, source: str | None) -> Scorer:

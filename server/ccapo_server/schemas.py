@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ccapo import ScoringConfig, Trace, TraceImportance
+from ccapo_server.settings import ServerSettings
 
 
 class ImportanceRequest(BaseModel):
@@ -42,12 +43,24 @@ class ImportanceResponse(BaseModel):
 
 
 class Limits(BaseModel):
+    """What one request may cost, and how the server batches and queues work (README, "Scoring server")."""
+
     max_traces_per_request: int
     max_tokens_per_trace: int
+    max_counterfactuals_per_trace: int = Field(description="probed spans per trace")
+    max_feed_tokens_per_trace: int = Field(description="feed tokens (base pass plus counterfactual rows) per trace")
+    max_feed_tokens_per_request: int
     max_body_bytes: int
-    max_batch_tokens: int
+    server_batch_tokens: int = Field(description="feed tokens one server batch holds")
+    max_batch_tokens: int = Field(description="deprecated: server_batch_tokens under its old name")
     max_wait_ms: float
     max_queue_traces: int
+    max_queue_tokens: int = Field(description="feed tokens the queue holds before new requests get 429")
+
+    @classmethod
+    def of(cls, settings: ServerSettings) -> Limits:
+        names = set(cls.model_fields) - {"max_batch_tokens"}
+        return cls(max_batch_tokens=settings.server_batch_tokens, **{n: getattr(settings, n) for n in names})
 
 
 class ModelInfo(BaseModel):
@@ -73,7 +86,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    model: ModelRef
+    model: ModelRef | None = Field(None, description="the model in service; left out without the API key")
 
 
 class ErrorDetail(BaseModel):

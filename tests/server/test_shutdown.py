@@ -1,13 +1,19 @@
-"""SIGTERM: the server stops taking connections, answers what it holds, and exits 0."""
+"""SIGTERM: the server stops admitting, answers what fits in its grace period, answers the rest with
+a JSON 503, exits 0 within its limits, and logs how every request ended."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 from live_server import spawn_server, stop_server, wait_ready
-from metrics_text import wait_for_queue
+from metrics_text import sample, wait_for_queue
+from server_workloads import SLOW_ENGINE, heavy_trace
+
+GRACE_S = 2
+SHUTDOWN_TIMEOUT_S = 5
 
 
 def test_sigterm_drains_in_flight_requests(tiny_model_dir: str, text_trace: dict[str, Any]) -> None:
@@ -22,6 +28,39 @@ def test_sigterm_drains_in_flight_requests(tiny_model_dir: str, text_trace: dict
         assert response.status_code == 200, server.log_tail()
         assert response.json()["results"][0]["status"] == "ok"
         assert exit_code == 0, server.log_tail()
-        assert "drained" in server.log_tail()
+        assert "of 1 requests in flight at shutdown, 1 were answered with results, 0 got 503" in server.log_tail()
+    finally:
+        server.discard()
+
+
+def test_what_outlives_the_grace_period_gets_a_json_503(tiny_model_dir: str) -> None:
+    env = {**SLOW_ENGINE, "CCAPO_GRACEFUL_TIMEOUT_S": str(GRACE_S), "CCAPO_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)}
+    server = spawn_server(tiny_model_dir, env)
+    try:
+        wait_ready(server)
+        body = {"traces": [heavy_trace()] * 2}  # seconds of engine work each: ten of them outlast the grace
+        with ThreadPoolExecutor(10) as pool:
+            pending = [pool.submit(httpx.post, f"{server.url}/v1/importance", json=body, timeout=60) for _ in range(10)]
+            deadline = time.monotonic() + 20
+            while sample(server.url, "ccapo_requests_open") < 10:
+                assert time.monotonic() < deadline, server.log_tail()
+                time.sleep(0.05)
+            signalled = time.monotonic()
+            exit_code = stop_server(server)
+            stopped_in = time.monotonic() - signalled
+            responses = [p.result() for p in pending]
+        assert exit_code == 0, server.log_tail()
+        assert stopped_in < GRACE_S + 2 * SHUTDOWN_TIMEOUT_S, server.log_tail()
+        answered = [r for r in responses if r.status_code == 200]
+        shut_out = [r for r in responses if r.status_code == 503]
+        assert len(answered) + len(shut_out) == 10, [r.text[:200] for r in responses]  # never a plain-text 500
+        assert shut_out, "every request fit in the grace period: the test's work is too light"
+        for response in shut_out:
+            assert response.json()["error"]["type"] == "shutting_down"
+            assert int(response.headers["Retry-After"]) >= 1
+        truth = (
+            f"of 10 requests in flight at shutdown, {len(answered)} were answered with results, {len(shut_out)} got 503"
+        )
+        assert truth in server.log_tail(), server.log_tail()
     finally:
         server.discard()
