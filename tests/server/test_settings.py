@@ -50,3 +50,20 @@ def test_empty_environment_variables_count_as_unset(monkeypatch):
     monkeypatch.setenv("CCAPO_API_KEY", "")
     settings = ServerSettings()
     assert settings.model is None and settings.api_key is None
+
+
+def test_the_old_batch_budget_name_still_works_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCAPO_MAX_BATCH_TOKENS", "123")
+    with pytest.warns(FutureWarning, match="CCAPO_SERVER_BATCH_TOKENS"):
+        assert settings_from_args([]).server_batch_tokens == 123
+    with pytest.warns(FutureWarning):
+        assert settings_from_args(["--server-batch-tokens", "456"]).server_batch_tokens == 456  # the new name wins
+    monkeypatch.delenv("CCAPO_MAX_BATCH_TOKENS")
+    assert settings_from_args(["--engine-batch-tokens", "64"]).engine_batch_tokens == 64
+
+
+def test_cost_limits_must_nest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CCAPO_MAX_FEED_TOKENS_PER_REQUEST", "1000")  # under the per-trace default
+    with pytest.raises(SystemExit) as exit_info:
+        settings_from_args([])
+    assert exit_info.value.code == 2
