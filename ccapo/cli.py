@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score a JSONL file of traces")
     score.add_argument("traces", type=Path, help="JSONL, one trace object per line ('-' for stdin)")
     score.add_argument("-o", "--output", type=Path, help="JSONL of results, one per input line (default: stdout)")
-    score.add_argument("--pretty", action="store_true", help="show spans colored by drop in the terminal")
+    score.add_argument(
+        "--pretty", action="store_true", help="show spans colored by drop in the terminal (instead of JSON without -o)"
+    )
     _model_args(score)
     _scoring_args(score)
     score.set_defaults(run=_score)
@@ -194,7 +196,8 @@ def _score(args: argparse.Namespace) -> int:
     with stream:
         lines = list(_read_traces(stream))
     scorer = _load(args)
-    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    # Without -o the JSON goes to stdout, which is not ours to close; --pretty then replaces it.
+    out = args.output.open("w", encoding="utf-8") if args.output else nullcontext(sys.stdout)
     failed = 0
     shown = []
     with out, _progress("scoring", len(lines)) as set_done:
@@ -207,7 +210,8 @@ def _score(args: argparse.Namespace) -> int:
                     stderr.print(f"[red]line {number}:[/red] {record['error']}")
                 elif args.pretty:
                     shown.append(record)
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if args.output or not args.pretty:
+                    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
             set_done(start + len(chunk))
     if args.pretty:
         from ccapo.display import render_importance

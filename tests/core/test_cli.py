@@ -52,6 +52,18 @@ def test_score_pretty_shows_spans(tiny_model_dir, tmp_path, capsys):
     assert "3 + 4 = 7" in shown and "answer log-prob" in shown
 
 
+def test_score_pretty_without_output_shows_the_view_on_stdout(tiny_model_dir, tmp_path, capsys):
+    """Without -o the results went to stdout, which was closed before the view was printed."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"prompt": "How many apples?", "completion": COMPLETION}) + "\n")
+    assert main(["score", str(path), "--model", tiny_model_dir, "--pretty"]) == 0
+    shown = capsys.readouterr().out
+    assert "3 + 4 = 7" in shown and "answer log-prob" in shown
+    assert '"token_weights"' not in shown  # the view replaces the JSON lines
+    assert main(["score", str(path), "--model", tiny_model_dir]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+
 def test_models_lists_the_cache(default_model_dir, capsys):
     assert main(["models"]) == 0
     assert "smollm2-135m-instruct (default)" in capsys.readouterr().out
