@@ -200,7 +200,7 @@ def _score(args: argparse.Namespace) -> int:
     out = args.output.open("w", encoding="utf-8") if args.output else nullcontext(sys.stdout)
     failed = 0
     shown = []
-    with out, _progress("scoring", len(lines)) as set_done:
+    with out as sink, _progress("scoring", len(lines)) as set_done:
         for start in range(0, len(lines), CHUNK):
             chunk = lines[start : start + CHUNK]
             records = _score_chunk(scorer, chunk, config)
