@@ -115,7 +115,14 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     group.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: fp32 on CPU, bf16 on GPU")
     group.add_argument("--trust-remote-code", action="store_true")
-    group.add_argument("--max-batch-tokens", type=int, help="tokens per forward pass")
+    group.add_argument(
+        "--engine-batch-tokens",
+        "--max-batch-tokens",  # its first name, kept: the server's batch budget is another thing
+        dest="max_batch_tokens",
+        metavar="TOKENS",
+        type=int,
+        help="padded tokens per engine forward pass",
+    )
 
 
 def _scoring_args(parser: argparse.ArgumentParser) -> None:
