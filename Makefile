@@ -14,9 +14,11 @@ $(BIN)/python:
 $(STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[server,train,dev]' -e clients/python -e clients/adapters
-	@# Debian's Chromium for the browser tests and `ccapo render --png`; where it cannot be installed, they skip.
-	-command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null \
-		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)) \
+	@# Debian's Chromium (browser tests, `ccapo render --png`) and docker-compose (validates docker-compose.yml
+	@# without a daemon); where they cannot be installed, those tests skip.
+	-command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! (command -v chromium && command -v docker-compose) >/dev/null \
+		&& (apt-get install -y -qq chromium docker-compose >/dev/null 2>&1 \
+			|| (apt-get update -qq && apt-get install -y -qq chromium docker-compose)) \
 		|| true
 	touch $@
 
