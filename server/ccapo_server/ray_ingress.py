@@ -5,6 +5,7 @@
 - `POST /v1/model`: put the model in service on one replica (through its app: auth, model roots,
   errors), commit it to the registry, and answer once every replica serves it.
 - `GET /readyz`: ready only when every replica serves the registry's model version.
+- `GET /metrics`: every replica's metrics, labelled `replica` (see ray_metrics).
 
 HTTP requests arrive through Ray Serve's proxy (`__call__`); in-cluster callers such as
 `ccapo_client.RayScorer` use `call_route` through a deployment handle, with the same answers.
@@ -27,12 +28,14 @@ from starlette.responses import Response
 from ccapo_server.auth import admin_key_guard
 from ccapo_server.errors import ApiError, error_response
 from ccapo_server.ray_asgi import WireRequest, WireResponse
+from ccapo_server.ray_metrics import IngressMetrics, render
 from ccapo_server.settings import ServerSettings
 
 logger = logging.getLogger("ccapo_server.ray")
 
 SWAP_WAIT_S = 600.0  # how long POST /v1/model waits for every replica to load the model
 _SWAP_POLL_S = 0.2
+_PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
 
@@ -42,6 +45,7 @@ class ScorerIngress:
         self._registry = registry
         self._replicas = replicas
         self._admin_guard = admin_key_guard(settings.admin_key)
+        self._metrics = IngressMetrics()
 
     async def __call__(self, request: Request) -> Response:
         wire = WireRequest(
@@ -72,6 +76,9 @@ class ScorerIngress:
                 state = await self._readiness()
                 if not state["ready"]:
                     raise ApiError("not_ready", f"{state['message']}; retry shortly", retry_after=1)
+            if request.method == "GET" and request.path == "/metrics":
+                texts = await self._registry.metrics.remote()
+                return WireResponse(200, [(b"content-type", _PROMETHEUS)], render(texts, self._metrics))
             return await self._on_replica(self._model.handle, request)
         except ApiError as err:
             return _wire(err)
@@ -101,6 +108,7 @@ class ScorerIngress:
             response.cancel()  # the caller went away: the replica drops the request's queued traces
             raise
         except _REPLICA_GONE as err:
+            self._metrics.replica_unavailable.inc()
             logger.warning("%s %s: replica unavailable: %s", request.method, request.path, err)
             raise ApiError(
                 "not_ready", "the replica handling this request stopped; Ray is replacing it: retry", retry_after=1

@@ -22,6 +22,7 @@ class ReplicaState:
     source: str | None
     error: str | None  # why it could not load the desired model, if it could not
     seen: float
+    metrics: str = ""  # its Prometheus text, as of this report
 
 
 class ModelRegistry:
@@ -39,11 +40,17 @@ class ModelRegistry:
         return self.source, self.name, self.version
 
     def report(
-        self, replica: str, version: int, model_id: str, source: str | None, error: str | None = None
+        self,
+        replica: str,
+        version: int,
+        model_id: str,
+        source: str | None,
+        error: str | None = None,
+        metrics: str = "",
     ) -> tuple[str | None, str | None, int]:
         """A replica's heartbeat; returns the model it should serve (as `desired`)."""
         now = time.monotonic()
-        self._replicas[replica] = ReplicaState(version, model_id, source, error, now)
+        self._replicas[replica] = ReplicaState(version, model_id, source, error, now, metrics)
         if version > self.version and now >= self._swap_until:
             # A newer model than this registry knows, with no swap under way: this registry was
             # restarted and lost its state, or a swap's ingress died before committing. Adopt it.
@@ -58,6 +65,11 @@ class ModelRegistry:
             for name, s in self._replicas.items()
             if now - s.seen < STALE_S
         }
+
+    def metrics(self) -> dict[str, str]:
+        """Each live replica's Prometheus text."""
+        now = time.monotonic()
+        return {name: s.metrics for name, s in self._replicas.items() if now - s.seen < STALE_S}
 
     def begin_swap(self) -> bool:
         """Take the swap lease; False while another swap holds it."""

@@ -88,7 +88,12 @@ class ScorerReplica:
             try:
                 scheduler = self._runtime.scheduler
                 source, name, version = await self._registry.report.remote(
-                    self.name, scheduler.version, scheduler.model_id, self._source, self._error
+                    self.name,
+                    scheduler.version,
+                    scheduler.model_id,
+                    self._source,
+                    self._error,
+                    self._runtime.metrics.render().decode(),
                 )
                 idle = self._following is None or self._following.done()
                 if version > scheduler.version and idle and time.monotonic() >= self._retry_at:

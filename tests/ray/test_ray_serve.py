@@ -88,7 +88,10 @@ def test_bad_input_keeps_its_typed_errors(ray_app: RayApp, traces: list[dict[str
 
 def test_metrics_and_page_come_from_the_app(ray_app: RayApp) -> None:
     metrics = httpx.get(f"{ray_app.url}/metrics")
-    assert metrics.status_code == 200 and "ccapo_model_version" in metrics.text
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    versions = [line for line in metrics.text.splitlines() if line.startswith("ccapo_model_version{")]
+    assert len(versions) == REPLICAS and all('replica="' in line for line in versions), versions
+    assert "ccapo_ray_replica_unavailable_total" in metrics.text
     assert httpx.get(f"{ray_app.url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{ray_app.url}/", headers={"accept": "text/html"}).status_code == 200
 
