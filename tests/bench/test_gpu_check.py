@@ -36,3 +36,20 @@ def test_the_dry_run_writes_every_section_of_the_report(tmp_path: Path, default_
         for clients in (1, 8, 32):
             assert re.search(rf"\| {setting} \| {clients} \| [\d.]+ \|", report), (setting, clients)
     assert re.search(r"\| engine \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+% \|", report)
+
+
+def test_the_real_plan_is_a_valid_training_config() -> None:
+    """The GPU-only settings (LoRA, bf16, gradient checkpointing) never run here: check they parse."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from gpu_check import real_plan
+        from train_step import DEFAULTS
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from ccapo_trainer.config import load_config
+
+    plan = real_plan()
+    config = load_config(None, [*DEFAULTS, "model=/models/qwen", *plan.grpo, "steps=1"])
+    assert (config.num_generations, config.max_completion_length, config.lora.r) == (8, 768, 32)
+    assert config.gradient_checkpointing and config.dtype == "bfloat16"
+    assert plan.probe == (256, 768, 10) and plan.clients == (1, 8, 32)
