@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env
 
 from ccapo_trainer.metrics import weight_histogram
 from ccapo_trainer.rollout import pad_right
@@ -32,7 +32,7 @@ def launched_accelerator(mixed_precision: str) -> Accelerator:
     `accelerate launch --cpu --num_processes N` starts a single process unless mpirun launches it,
     and processes that each think they run alone would overwrite each other's files: both refuse.
     """
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    launched = get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
     on_cpu = launched > 1 and not torch.accelerator.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=on_cpu)
     if accelerator.num_processes != launched:
@@ -41,7 +41,7 @@ def launched_accelerator(mixed_precision: str) -> Accelerator:
             "`accelerate launch --multi_gpu --num_processes N` or `torchrun --nproc_per_node N`"
         )
     cpu_launcher = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    if cpu_launcher and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ:
+    if cpu_launcher and "MASTER_ADDR" in os.environ and launched == 1:
         raise LaunchError(
             "accelerate launch --cpu --num_processes N started one process (it needs mpirun for more): "
             "use `accelerate launch --multi_gpu --num_processes N -m ccapo_trainer ...`, which trains on CPU "
