@@ -146,8 +146,10 @@ class Scheduler:
     async def stop(self) -> None:
         """Shut down (if SIGTERM did not already start it), then stop the worker within the hard limit."""
         self.begin_shutdown()
-        if self._open:
-            await asyncio.wait([t.future for t in self._open], timeout=self._settings.graceful_timeout_s)
+        assert self._shutdown is not None
+        left = self._shutdown.began + self._settings.graceful_timeout_s - time.monotonic()
+        if self._open and left > 0:
+            await asyncio.wait([t.future for t in self._open], timeout=left)
         self._abandon_open()
         try:
             await asyncio.wait_for(self.worker.stop(), self._settings.shutdown_timeout_s)
@@ -156,7 +158,6 @@ class Scheduler:
                 "the engine did not stop within %g s of the grace period's end; exiting without it",
                 self._settings.shutdown_timeout_s,
             )
-        assert self._shutdown is not None
         logger.info("stopped: %s", self._shutdown.summary())
 
     def _abandon_open(self) -> None:
@@ -174,6 +175,7 @@ class _ShutdownTally:
     """How the requests open at SIGTERM ended, and how many new ones were turned away: the truthful log line."""
 
     def __init__(self, in_flight: int):
+        self.began = time.monotonic()
         self.in_flight = in_flight
         self.answered = 0
         self.shut_out = 0

@@ -89,9 +89,14 @@ def test_model_info_without_a_key_when_none_is_set(
     assert info["device"] == "cpu" and info["dtype"] == "float32" and info["context_length"] == 1024
     assert info["limits"] == {
         **open_limits,
-        "max_batch_tokens": 16384,
+        "max_counterfactuals_per_trace": 64,
+        "max_feed_tokens_per_trace": 16384,
+        "max_feed_tokens_per_request": 131072,
+        "server_batch_tokens": 16384,
+        "max_batch_tokens": 16384,  # server_batch_tokens's deprecated name
         "max_wait_ms": 10.0,
         "max_queue_traces": 256,
+        "max_queue_tokens": 262144,
     }
 
 
@@ -124,8 +129,10 @@ def test_metrics_are_prometheus_text(open_server: str, text_trace: dict[str, Any
         "ccapo_request_seconds",
         "ccapo_queue_seconds",
         "ccapo_batch_traces",
-        "ccapo_batch_tokens",
+        "ccapo_server_batch_tokens",
         "ccapo_queue_traces",
+        "ccapo_queue_tokens",
+        "ccapo_requests_open",
         "ccapo_model_version 1.0",
     ):
         assert name in text

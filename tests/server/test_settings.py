@@ -29,7 +29,7 @@ def test_model_roots_also_take_a_json_list(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_bad_value_exits_with_usage(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CCAPO_MAX_BATCH_TOKENS", "0")
+    monkeypatch.setenv("CCAPO_SERVER_BATCH_TOKENS", "0")
     with pytest.raises(SystemExit) as exit_info:
         settings_from_args([])
     assert exit_info.value.code == 2
