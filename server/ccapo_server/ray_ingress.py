@@ -35,6 +35,7 @@ logger = logging.getLogger("ccapo_server.ray")
 
 SWAP_WAIT_S = 600.0  # how long POST /v1/model waits for every replica to load the model
 _SWAP_POLL_S = 0.2
+_DEADLINE_MARGIN_S = 5.0
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
 
@@ -46,6 +47,9 @@ class ScorerIngress:
         self._replicas = replicas
         self._admin_guard = admin_key_guard(settings.admin_key)
         self._metrics = IngressMetrics()
+        # A request waits in Ray's router while no replica can take it (all dead and restarting):
+        # past the server's own deadline, plus a margin so a replica's own 504 comes first, it ends.
+        self._deadline_s = settings.request_timeout_s + _DEADLINE_MARGIN_S
 
     async def __call__(self, request: Request) -> Response:
         wire = WireRequest(
@@ -79,7 +83,7 @@ class ScorerIngress:
             if request.method == "GET" and request.path == "/metrics":
                 texts = await self._registry.metrics.remote()
                 return WireResponse(200, [(b"content-type", _PROMETHEUS)], render(texts, self._metrics))
-            return await self._on_replica(self._model.handle, request)
+            return await self._on_replica(self._model.handle, request, self._deadline_s)
         except ApiError as err:
             return _wire(err)
         except Exception:
@@ -99,13 +103,17 @@ class ScorerIngress:
             state["message"] = f"{running} of {self._replicas} replicas are running; Ray is starting the others"
         return state
 
-    async def _on_replica(self, method: Any, request: WireRequest) -> Any:
+    async def _on_replica(self, method: Any, request: WireRequest, timeout: float | None = None) -> Any:
         """`method(request)` on one replica; its death or absence becomes not_ready (503, Retry-After)."""
         response = method.remote(request)
         try:
-            return await response
-        except asyncio.CancelledError:
-            response.cancel()  # the caller went away: the replica drops the request's queued traces
+            return await asyncio.wait_for(_result(response), timeout)
+        except (asyncio.CancelledError, TimeoutError) as err:
+            response.cancel()  # the caller went away, or waited too long: the replica drops the request's traces
+            if isinstance(err, TimeoutError):
+                raise ApiError(
+                    "deadline_exceeded", f"no replica answered within {timeout:g} s; retry later", retry_after=5
+                ) from None
             raise
         except _REPLICA_GONE as err:
             self._metrics.replica_unavailable.inc()
@@ -144,6 +152,10 @@ class ScorerIngress:
             if loop.time() > deadline:
                 raise ApiError("deadline_exceeded", f"after {SWAP_WAIT_S:g} s, {state['message']}")
             await asyncio.sleep(_SWAP_POLL_S)
+
+
+async def _result(response: Any) -> Any:
+    return await response
 
 
 def _bearer(request: WireRequest) -> HTTPAuthorizationCredentials | None:
