@@ -122,6 +122,29 @@ def test_resume_on_two_processes_repeats_the_uninterrupted_run(two_process_run, 
     assert all((whole_weights[k] == split_weights[k]).all() for k in whole_weights)
 
 
+def test_dynamic_sampling_rounds_and_skips_are_decided_together(word_model_dir, tmp_path):
+    # Each process refills its own batch; they need different numbers of rounds (or find nothing and
+    # skip), and every collective call must still be made by both: the run finishes, in step.
+    config = write_config(
+        tmp_path, word_model_dir, tmp_path / "dynamic", dynamic_sampling=True, prompts_per_step=1,
+        max_sampling_rounds=3, steps=3, save_every=0,
+    )  # fmt: skip
+    done = launch(config, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = read_metrics(tmp_path / "dynamic")
+    completions = read_completions(tmp_path / "dynamic")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        rows = [c for c in completions if c["step"] == record["step"]]
+        assert len(rows) == record["groups/generated"] * GENERATIONS
+        assert record["groups/kept"] <= PROCESSES and 1 <= record["rounds"] <= 3
+        assert len(set(record["params/sha256"])) == 1
+        if "skipped" in record:  # a process found no group with a signal: nobody updates
+            assert record["groups/kept"] < PROCESSES and "loss" not in record
+        else:
+            assert record["groups/kept"] == PROCESSES and "loss" in record
+
+
 def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path):
     sync_dir = tmp_path / "sync"
     sync_dir.mkdir()
