@@ -159,10 +159,12 @@ def weight_metrics(processes: Processes, batch: Any, mask: torch.Tensor) -> dict
         for result in batch.results
     ]
     parts = processes.gather((batch.weights.cpu(), mask.cpu(), outcomes, batch.errors))
-    width = max(weights.shape[1] for weights, _, _, _ in parts)
-    weights = torch.cat([pad_right(w, width, 1.0) for w, _, _, _ in parts])
-    masks = torch.cat([pad_right(m, width, 0) for _, m, _, _ in parts])
-    merged = type(batch)(weights, [o for _, _, o, _ in parts for o in o], [e for *_, e in parts for e in e])
+    width = max(part[0].shape[1] for part in parts)
+    weights = torch.cat([pad_right(part[0], width, 1.0) for part in parts])
+    masks = torch.cat([pad_right(part[1], width, 0) for part in parts])
+    results = [outcome for part in parts for outcome in part[2]]
+    errors = [error for part in parts for error in part[3]]
+    merged = type(batch)(weights, results, errors)
     return {**merged.metrics(masks), "weights/hist": weight_histogram(weights, masks)}
 
 
@@ -193,7 +195,7 @@ def slowest(processes: Processes, timings: dict[str, float]) -> dict[str, float]
 def param_checksum(model: torch.nn.Module) -> str:
     """SHA-256 of the trainable parameters' bytes, by name: equal digests, identical weights."""
     digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
+    for name, param in sorted(model.named_parameters(), key=lambda named: named[0]):
         if param.requires_grad:
             digest.update(name.encode())
             digest.update(param.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
