@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ PROMPTS_PER_STEP = 2  # per process
 GENERATIONS = 4
 STEPS = 2
 SAMPLES_PER_STEP = PROCESSES * PROMPTS_PER_STEP * GENERATIONS
+LAUNCH_TIMEOUT_S = 600  # a collective call that one process never makes hangs the others: fail, don't hang
 
 
 def launch(config: Path, *args: str, cwd: Path, processes: int = PROCESSES, cpu_flag: bool = False):
@@ -40,7 +42,16 @@ def launch(config: Path, *args: str, cwd: Path, processes: int = PROCESSES, cpu_
     ]  # fmt: skip
     # CPU and gloo even where a GPU is present; one thread per process, so two share two cores calmly.
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    # A session of its own, so that a run past the time limit takes its training processes with it.
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def write_config(tmp_path: Path, word_model_dir: Path, output_dir: Path, **settings) -> Path:
