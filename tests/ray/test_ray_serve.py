@@ -3,6 +3,7 @@ errors and auth; swaps that reach every replica; a replica killed under load los
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -94,6 +95,29 @@ def test_metrics_and_page_come_from_the_app(ray_app: RayApp) -> None:
     assert "ccapo_ray_replica_unavailable_total" in metrics.text
     assert httpx.get(f"{ray_app.url}/healthz").json() == {"status": "alive"}
     assert httpx.get(f"{ray_app.url}/", headers={"accept": "text/html"}).status_code == 200
+
+
+def dropped_traces(app: RayApp) -> float:
+    """Traces dropped on every replica so far, from the application's merged /metrics."""
+    lines = httpx.get(f"{app.url}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("ccapo_dropped_traces_total{"))
+
+
+def test_a_client_that_goes_away_has_its_work_dropped_on_the_replica(ray_app: RayApp) -> None:
+    steps = "".join(f"Step {k}: 12 × 11 = 132, and 132 + {k} = {132 + k}.\n" for k in range(25))
+    heavy = [{"prompt": "What is 11 boxes of 12 muffins?", "completion": steps + "#### 132"}] * 8
+    before = dropped_traces(ray_app)
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up; Serve cancels the request down to the replica
+        httpx.post(
+            f"{ray_app.url}/v1/importance",
+            json={"traces": heavy},
+            headers=ray_app.headers(),
+            timeout=httpx.Timeout(60, read=0.2),
+        )
+    deadline = time.monotonic() + 30
+    while dropped_traces(ray_app) == before:
+        assert time.monotonic() < deadline, "the replica kept scoring the traces of a client that went away"
+        time.sleep(0.5)
 
 
 def test_a_swap_reaches_every_replica_and_a_replacement_follows_it(
