@@ -145,14 +145,16 @@ class Engine:
             answers = [(r, jobs[i].answer_start, jobs[i].ids[jobs[i].answer_start :]) for r, i in enumerate(batch)]
             for i, logprob in zip(batch, self._answer_logprobs(hidden, answers), strict=True):
                 base[i] = logprob
-            rows, width = torch.tensor(batch, device=hidden.device), hidden.shape[1]
+            width = hidden.shape[1]
+            contiguous = batch[-1] - batch[0] + 1 == len(batch)  # always, unless a job was cancelled
+            stored = slice(batch[0], batch[-1] + 1) if contiguous else torch.tensor(batch, device=hidden.device)
             for layer, cached in enumerate(cache.layers):
                 if layer == len(keys):  # the group's longest job comes first: size the store by it
                     shape = (len(jobs), cached.keys.shape[1], len(jobs[0].ids), cached.keys.shape[3])
                     keys.append(cached.keys.new_zeros(shape))
                     values.append(cached.values.new_zeros(shape[:3] + cached.values.shape[3:]))
-                keys[layer][rows, :, :width] = cached.keys
-                values[layer][rows, :, :width] = cached.values
+                keys[layer][stored, :, :width] = cached.keys
+                values[layer][stored, :, :width] = cached.values
             del hidden, cache
 
         rows = [_Row(j, k, b) for j, job in enumerate(jobs) for k, b in enumerate(job.branches())]
