@@ -1,6 +1,7 @@
 """Scoring-server load benchmark: concurrent one-trace clients against a real server.
 
     python bench/server_load.py [--model DIR] [-n 32] [--clients 1 8 32]
+    python bench/server_load.py --mixed [--model DIR] [--rounds 2]
 
 Starts `python -m ccapo_server` on a free loopback port twice, batched (the defaults) and
 unbatched (one trace per batch), and has 1, 8 and 32 concurrent clients send one-trace requests.
@@ -9,6 +10,10 @@ throughput (traces/s) and p50/p99 latency per setting.
 
 `--ray --replicas N` adds rows for the same requests through `ccapo serve --ray` (a local Ray
 Serve application with N model replicas sharing this machine's CPUs), beside the single server.
+
+`--mixed` is the abuse run instead: 32 normal clients each send `--rounds` one-trace requests,
+once alone and once beside one abusive client that keeps sending the heaviest request the
+server's limits allow. It prints the normal clients' p50/p99 latency in both runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -103,18 +109,122 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def heaviest_request(limits: dict[str, int], spans: int) -> dict:
+    """Traces of ~`n` tokens with `spans` one-word custom spans at the start: each row recomputes ~n
+    tokens, so a trace feeds ~n * (spans + 1) tokens, sized to the per-trace limit; as many traces as
+    the per-request limit allows."""
+    per_trace = limits["max_feed_tokens_per_trace"]
+    words = max(spans + 8, per_trace // (spans + 1) - 40)  # " apple" is one token; the prompt takes some
+    trace = {
+        "prompt": "Count the apples.",
+        "completion": "apple " * words + "\n#### 5",
+        "spans": [[6 * k, 6 * k + 5] for k in range(spans)],
+    }
+    count = min(limits["max_traces_per_request"], limits["max_feed_tokens_per_request"] // per_trace)
+    return {"traces": [trace] * max(1, count)}
+
+
+async def abuser_request(http: httpx.AsyncClient, url: str) -> dict:
+    """The heaviest request this server accepts: shrink the spans until it is not refused as too costly."""
+    limits = (await http.get(f"{url}/v1/model")).json()["limits"]
+    spans = limits["max_counterfactuals_per_trace"]
+    for _ in range(20):
+        body = heaviest_request(limits, spans)
+        # One trace probes the price; the server refuses it with a 422 before any model work if over.
+        response = await http.post(f"{url}/v1/importance", json={"traces": body["traces"][:1]}, timeout=600)
+        if response.status_code == 200:
+            return body
+        spans = int(spans * 0.9)
+    raise RuntimeError(f"no heavy request fits this server's limits: {response.text}")
+
+
+async def fed_tokens(http: httpx.AsyncClient, url: str) -> float:
+    """Feed tokens the server's batches have held so far (its ccapo_server_batch_tokens histogram)."""
+    for family in text_string_to_metric_families((await http.get(f"{url}/metrics")).text):
+        for sample in family.samples:
+            if sample.name == "ccapo_server_batch_tokens_sum":
+                return sample.value
+    return 0.0
+
+
+async def mixed_load(
+    url: str, traces: list[dict], clients: int, rounds: int, abuse: bool
+) -> tuple[list[float], int, float]:
+    """Normal clients' latencies, how many heavy requests the abuser got answered meanwhile, and the
+    abuser's share of the feed tokens the engine ran during the normal clients' run."""
+    latencies: list[float] = []
+    normal_tokens = 0
+    heavy_done = 0
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 1)) as http:
+        heavy = await abuser_request(http, url) if abuse else None
+        normal_done = asyncio.Event()
+
+        async def normal(k: int) -> None:
+            nonlocal normal_tokens
+            for r in range(rounds):
+                trace = traces[(k * rounds + r) % len(traces)]
+                start = time.perf_counter()
+                response = await http.post(f"{url}/v1/importance", json={"traces": [trace]}, timeout=3600)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - start)
+                normal_tokens += response.json()["usage"]["forward_tokens"]
+
+        async def abuser() -> None:
+            nonlocal heavy_done
+            while not normal_done.is_set():
+                with contextlib.suppress(httpx.TimeoutException):  # a deadline or a slow machine: send the next
+                    response = await http.post(f"{url}/v1/importance", json=heavy, timeout=3600)
+                    heavy_done += response.status_code == 200
+
+        abusing = asyncio.create_task(abuser()) if abuse else None
+        if abusing is not None:
+            await asyncio.sleep(1.0)  # the abuser's work is queued and running before the normal clients start
+        before = await fed_tokens(http, url)
+        await asyncio.gather(*(normal(k) for k in range(clients)))
+        fed = await fed_tokens(http, url) - before
+        normal_done.set()
+        if abusing is not None:
+            abusing.cancel()  # its client goes away; the server drops the rest of its work
+            with contextlib.suppress(asyncio.CancelledError):
+                await abusing
+    return latencies, heavy_done, max(0.0, 1 - normal_tokens / fed) if fed else 0.0
+
+
+def mixed(model: str, rounds: int, seed: int, console: Console) -> None:
+    clients = 32
+    traces = [t.model_dump(exclude_none=True) for t in gsm_traces(clients * rounds, seed)]
+    table = Table(title=f"{clients} normal clients x {rounds} one-trace requests, {model}")
+    for column in ("run", "normal p50 s", "normal p99 s", "abuser's share of engine work", "heavy requests answered"):
+        table.add_column(column, justify="right")
+    with server(model, {"CCAPO_REQUEST_TIMEOUT_S": "3600"}) as url:
+        for abuse in (False, True):
+            latencies, heavy, share = asyncio.run(mixed_load(url, traces, clients, rounds, abuse))
+            name = "with 1 abuser" if abuse else "alone"
+            p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+            table.add_row(
+                name, f"{p50:.2f}", f"{p99:.2f}", f"{share:.0%}" if abuse else "-", str(heavy) if abuse else "-"
+            )
+            console.log(f"{name}: p50 {p50:.2f} s, p99 {p99:.2f} s")
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model dir or id (default: the bundled SmolLM2-135M)")
     parser.add_argument("-n", type=int, default=32, help="traces per setting")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed", action="store_true", help="the abuse run: 32 normal clients beside one abuser")
+    parser.add_argument("--rounds", type=int, default=2, help="--mixed: requests per normal client")
     parser.add_argument("--ray", action="store_true", help="also serve through Ray Serve (ccapo serve --ray)")
     parser.add_argument("--replicas", type=int, default=2, help="--ray: model replicas")
     args = parser.parse_args()
     model = resolve_model(args.model)
-    traces = [t.model_dump(exclude_none=True) for t in gsm_traces(args.n, args.seed)]
     console = Console(width=110)
+    if args.mixed:
+        mixed(model, args.rounds, args.seed, console)
+        return
+    traces = [t.model_dump(exclude_none=True) for t in gsm_traces(args.n, args.seed)]
 
     scorer = Scorer.from_pretrained(model)
     scorer.score(traces[:2])  # warm-up
@@ -132,7 +242,7 @@ def main() -> None:
     patient = {"CCAPO_REQUEST_TIMEOUT_S": "3600", "CCAPO_MAX_QUEUE_TRACES": str(4 * args.n)}
     settings = {
         "batched": patient,
-        "unbatched": {**patient, "CCAPO_MAX_BATCH_TOKENS": "1", "CCAPO_MAX_WAIT_MS": "0"},
+        "unbatched": {**patient, "CCAPO_SERVER_BATCH_TOKENS": "1", "CCAPO_MAX_WAIT_MS": "0"},
     }
     # The replicas share this machine's CPUs: on 2 cores they add no throughput, and show what routing costs.
     replica_cpus = min(1.0, (os.cpu_count() or 1) / args.replicas)
