@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench setup clean
+.PHONY: run test lint bench setup clean verl-env openrlhf-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,51 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyprojec
 
 setup: $(STAMP)
 
+# verl 0.9.1 pins transformers<5.11 and the core needs >=5.24: the verl adapter (ccapo-adapters, torch and
+# ccapo-client only) is tested in its own environment against the real verl, scoring on a server that the
+# main environment runs. Besides verl's own dependencies, its v1 trainer imports TransferQueue, cachetools,
+# fastapi and uvicorn (part of verl's `verl-core` extra, whose GPU-only parts are left out).
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+$(VERL_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
+	rm -rf $(VERL_VENV)
+	$(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install --quiet --upgrade pip
+	$(VERL_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VERL_VENV)/bin/pip install --quiet verl==0.9.1 'TransferQueue>=0.1.10' cachetools fastapi uvicorn pytest \
+		-e clients/python -e clients/adapters
+	touch $@
+
+verl-env: $(VERL_STAMP)
+
+# OpenRLHF 0.11.2 pins transformers==5.15.0 and needs CUDA-only flash-attn and vLLM: its own environment,
+# OpenRLHF without its dependencies, plus what its experience and loss code imports on CPU: transformers
+# 5.15.0, ray 2.55.0, pylatexenc and sympy (openrlhf.utils), DeepSpeed (openrlhf.models.utils; built against
+# the CPU torch already there, no ops compiled).
+OPENRLHF_VENV := .venv-openrlhf
+OPENRLHF_STAMP := $(OPENRLHF_VENV)/.installed
+$(OPENRLHF_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
+	rm -rf $(OPENRLHF_VENV)
+	$(PYTHON) -m venv $(OPENRLHF_VENV)
+	$(OPENRLHF_VENV)/bin/pip install --quiet --upgrade pip
+	$(OPENRLHF_VENV)/bin/pip install --quiet torch==2.13.0
+	$(OPENRLHF_VENV)/bin/pip install --quiet --no-deps openrlhf==0.11.2
+	$(OPENRLHF_VENV)/bin/pip install --quiet transformers==5.15.0 ray==2.55.0 pylatexenc sympy setuptools wheel pytest \
+		-e clients/python -e clients/adapters
+	DS_BUILD_OPS=0 $(OPENRLHF_VENV)/bin/pip install --quiet --no-build-isolation deepspeed==0.19.6
+	touch $@
+
+openrlhf-env: $(OPENRLHF_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
-test: $(STAMP)
+test: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+	@# The verl tests start their scoring server with the main environment's Python (it has ccapo).
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q clients/adapters/tests/verl
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q clients/adapters/tests/openrlhf
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,4 +77,4 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build *.egg-info

@@ -7,26 +7,28 @@ ranges with observation tokens between them. `experience_weights` scores each ro
 to its last action token (observations included: the ids the policy saw) and returns weights on
 the action grid; `weight_experience` multiplies `experience.advantages` by them. OpenRLHF's
 `PolicyLoss` (PPO clip, dual clip) is linear in the per-token advantage, so this weights each
-token's loss. Recipe, in docs/integrations.md:
+token's loss.
 
-    class CounterfactualExperienceMaker(RemoteExperienceMaker):
-        def compute_advantages_and_returns(self, experiences):
-            experiences = super().compute_advantages_and_returns(experiences)
-            for experience in experiences:
-                weight_experience(experience, self.weight_provider)
-            return experiences
-
-Nothing here imports OpenRLHF (it needs CUDA-only flash-attn to import at all).
+`CounterfactualAdvantages` is the mixin for OpenRLHF's `RemoteExperienceMaker`: after its
+`compute_advantages_and_returns` (baselines, GAE or REINFORCE returns, whitening), every
+experience's advantages are weighted. `ccapo_adapters.openrlhf_trainer` installs it where
+OpenRLHF's PPO trainer builds its experience maker. Nothing here imports OpenRLHF.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import torch
 
 from ccapo_adapters.batch import BatchWeights, apply_token_weights
-from ccapo_adapters.provider import WeightProvider
+from ccapo_adapters.provider import WeightProvider, provider_from_settings
+
+# The settings of the provider (CounterfactualConfig's fields, JSON), for the experience maker that
+# OpenRLHF builds inside its PPO trainer's Ray actor: the entry point puts them in Ray's runtime env.
+SETTINGS_ENV = "CCAPO_ADAPTER_SETTINGS"
 
 
 def experience_weights(
@@ -67,3 +69,34 @@ def weight_experience(experience: Any, provider: WeightProvider, step: int | Non
     row_means = (batch.weights * actions).sum(-1) / actions.sum(-1).clamp(min=1)
     experience.info["ccapo_weight_mean"] = row_means.to(experience.advantages.device)
     return provider.metrics(batch, mask.cpu(), step)
+
+
+def provider_from_env() -> WeightProvider:
+    """The provider `CCAPO_ADAPTER_SETTINGS` (JSON of `CounterfactualConfig`'s fields, plus `ray_app`) describes."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        raise ValueError(
+            f"{SETTINGS_ENV} is not set: start training with examples/openrlhf/train_ppo_ccapo.py --ccapo SETTINGS.json"
+        )
+    return provider_from_settings(json.loads(raw))
+
+
+class CounterfactualAdvantages:
+    """Mix into OpenRLHF's `RemoteExperienceMaker`: its advantages, weighted per token.
+
+    The provider comes from `CCAPO_ADAPTER_SETTINGS` when the maker is built (so a server that is
+    down or a bad scoring config fails before the first rollout), unless `weight_provider` is set.
+    """
+
+    weight_provider: WeightProvider | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.weight_provider is None:
+            self.weight_provider = provider_from_env()
+
+    def compute_advantages_and_returns(self, experiences: list[Any]) -> list[Any]:
+        experiences = super().compute_advantages_and_returns(experiences)
+        for experience in experiences:
+            weight_experience(experience, self.weight_provider)
+        return experiences

@@ -111,7 +111,7 @@ class WeightProvider:
                 "scoring through a Ray Serve handle needs ccapo-client with Ray support: "
                 "pip install './clients/python[ray]'"
             ) from err
-        return cls(config, RayScorer(handle)).checked()
+        return cls(config, RayScorer(handle, api_key=config.api_key, admin_key=config.admin_key)).checked()
 
     @classmethod
     def create(cls, config: CounterfactualConfig, handle: Any = None) -> WeightProvider:
@@ -216,6 +216,22 @@ class WeightProvider:
         if self.config.provider == "inprocess" or not self.config.sync_dir:
             raise ValueError("sync needs provider='remote' or 'ray' and a sync_dir")
         return self.config.sync_dir
+
+
+def provider_from_settings(settings: Mapping[str, Any]) -> WeightProvider:
+    """A remote or Ray provider from plain settings (a trainer config's section, a JSON env var).
+
+    `CounterfactualConfig`'s fields, plus `ray_app` (default "ccapo"): the Ray Serve application
+    whose handle `provider: ray` scores through, looked up on the Ray cluster this process joined.
+    """
+    settings = dict(settings)
+    ray_app = settings.pop("ray_app", "ccapo")
+    config = CounterfactualConfig(**settings)
+    if config.provider != "ray":
+        return WeightProvider.create(config)
+    from ray import serve
+
+    return WeightProvider.from_handle(config, serve.get_app_handle(ray_app))
 
 
 def save_merged(model: Any, tokenizer: Any, path: Path) -> None:

@@ -1,0 +1,154 @@
+"""verl's own trainers with counterfactual weights, registered where `main_ppo` looks them up.
+
+verl 0.9 runs the v1 trainers (`trainer.use_v1: true`): `TaskRunnerV1` builds
+`get_trainer_cls(config.trainer.v1.trainer_mode)`. Importing this module registers
+"ccapo_sync", "ccapo_colocate_async" and "ccapo_separate_async": verl's three trainers with
+`_compute_advantage` extended, so the advantages in TransferQueue are weighted before the critic
+or actor update reads them. The weights themselves never enter TransferQueue: the workers see
+only advantages, as in stock verl. The settings come from the config's `ccapo` section
+(`CounterfactualConfig`'s fields, plus `ray_app` for a Ray Serve application).
+
+Policy sync: every `sync_every` updates the actor saves a checkpoint (its `save_contents` must
+include "hf_model") under `sync_dir`, and the scorer loads its `huggingface/` folder, so the
+scorer must see `sync_dir` on a shared filesystem and allow it in its model roots.
+
+verl builds the trainer inside a `@ray.remote` TaskRunner, another process than the driver's, so
+the registration must happen there too: Ray's `worker_process_setup_hook` set to
+"ccapo_adapters.verl_trainer.register" imports this module in every Ray worker
+(examples/verl/config/ccapo_grpo_gsm8k.yaml sets it in `ray_kwargs.ray_init.runtime_env`).
+
+`CounterfactualActorUpdate` does the same for the deprecated `RayPPOTrainer` (`use_v1: false`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import transfer_queue as tq
+from omegaconf import DictConfig, OmegaConf
+from tensordict import TensorDict
+from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync, register_trainer
+
+from ccapo_adapters.provider import WeightProvider, provider_from_settings
+from ccapo_adapters.verl import fill_token_weights, weight_advantages, weight_response_rows
+
+logger = logging.getLogger(__name__)
+
+ROW_FIELDS = ["prompts", "responses", "response_mask", "advantages"]
+
+
+def register() -> None:
+    """Ray's `worker_process_setup_hook`: importing this module has registered the ccapo_* trainer modes."""
+
+
+def provider_from_config(section: Mapping[str, Any] | DictConfig) -> WeightProvider:
+    """The provider a config's `ccapo` section describes (`provider_from_settings`)."""
+    settings = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
+    return provider_from_settings(settings)
+
+
+def sync_policy(trainer: Any, provider: WeightProvider, updates: int) -> bool:
+    """Save the actor's checkpoint under `sync_dir` and have the scorer load it, if `sync_every` is due."""
+    if not provider.sync_due(updates):
+        return False
+    path = os.path.join(provider.config.sync_dir, f"global_step_{trainer.global_steps}", "actor")
+    trainer.actor_rollout_wg.save_checkpoint(path, None, trainer.global_steps, max_ckpt_to_keep=1)
+    provider.load_policy(os.path.join(path, "huggingface"), updates)
+    return True
+
+
+def check_sync_contents(config: DictConfig, provider: WeightProvider) -> None:
+    """Policy sync loads verl's `hf_model` checkpoint: fail at start-up when verl would not save one."""
+    if not provider.config.sync_every:
+        return
+    contents = config.actor_rollout_ref.actor.checkpoint.save_contents
+    if "hf_model" not in contents:
+        raise ValueError(
+            f"ccapo.sync_every needs the actor's checkpoint to hold the HF model the scorer loads: "
+            f"add hf_model to actor_rollout_ref.actor.checkpoint.save_contents (now {list(contents)})"
+        )
+
+
+class CounterfactualAdvantage:
+    """Mixin for a verl v1 `PPOTrainer`: advantages weighted right after `_compute_advantage`.
+
+    `weight_provider` is built in `init()` from the config's `ccapo` section unless set before.
+    verl counts steps from 1; step s trains on rollouts of the policy after s - 1 updates, so the
+    provider sees s - 1 (`ccapo/policy_lag_steps` is 0 when the scorer holds that policy).
+    """
+
+    weight_provider: WeightProvider | None = None
+    base_mode: str  # the verl trainer mode this class extends
+
+    def __init__(self, config: DictConfig) -> None:
+        # TaskRunnerV1 chose this class by its "ccapo_*" name; verl's own code then branches on the mode
+        # ("sync" or not: replay buffer, TransferQueue checkpoints), so from here on it is the base mode.
+        config.trainer.v1.trainer_mode = self.base_mode
+        super().__init__(config)
+
+    def init(self) -> None:
+        super().init()
+        if self.weight_provider is None:
+            self.weight_provider = provider_from_config(self.config.get("ccapo") or {})
+        check_sync_contents(self.config, self.weight_provider)
+
+    def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
+        batch = super()._compute_advantage(batch, metrics)
+        updates = self.global_steps - 1
+        sync_policy(self, self.weight_provider, updates)
+        rows = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=ROW_FIELDS)
+        weighted, weight_metrics = weight_response_rows(
+            *(rows[name].unbind() for name in ROW_FIELDS), self.weight_provider, updates
+        )
+        advantages = torch.nested.as_nested_tensor(weighted, layout=torch.jagged)
+        fields = TensorDict({"advantages": advantages}, batch_size=len(batch))
+        batch = tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+        metrics.update(weight_metrics)
+        return batch
+
+
+@register_trainer("ccapo_sync")
+class CounterfactualPPOTrainerSync(CounterfactualAdvantage, PPOTrainerSync):
+    """verl's synchronous trainer (`trainer_mode: sync`) with counterfactual weights."""
+
+    base_mode = "sync"
+
+
+@register_trainer("ccapo_colocate_async")
+class CounterfactualPPOTrainerColocateAsync(CounterfactualAdvantage, PPOTrainerColocateAsync):
+    """verl's `colocate_async` trainer with counterfactual weights."""
+
+    base_mode = "colocate_async"
+
+
+@register_trainer("ccapo_separate_async")
+class CounterfactualPPOTrainerSeparateAsync(CounterfactualAdvantage, PPOTrainerSeparateAsync):
+    """verl's `separate_async` trainer with counterfactual weights."""
+
+    base_mode = "separate_async"
+
+
+class CounterfactualActorUpdate:
+    """Mix into verl's deprecated `RayPPOTrainer` (`use_v1: false`): weights applied just before each actor update.
+
+        class Trainer(CounterfactualActorUpdate, RayPPOTrainer): ...
+        trainer = Trainer(...); trainer.weight_provider = WeightProvider.remote(config)
+
+    At `_update_actor` the batch holds advantages, so the weights apply to every PPO epoch and
+    mini-batch of the step; `ccapo_weights` is dropped before the batch goes to the workers.
+    """
+
+    weight_provider: WeightProvider
+
+    def _update_actor(self, batch: Any) -> Any:
+        updates = self.global_steps - 1
+        sync_policy(self, self.weight_provider, updates)
+        metrics = fill_token_weights(batch, self.weight_provider, step=updates)
+        weight_advantages(batch)
+        output = super()._update_actor(batch)
+        output.meta_info.setdefault("metrics", {}).update(metrics)
+        return output

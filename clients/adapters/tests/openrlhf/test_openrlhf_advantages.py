@@ -1,0 +1,165 @@
+"""The OpenRLHF adapter on OpenRLHF 0.11.2's own Experience, advantage code and PolicyLoss, scoring on a real server.
+
+Covered: `CounterfactualAdvantages` on OpenRLHF's real `RemoteExperienceMaker.compute_advantages_and_returns`
+(made without its constructor, which needs GPU actor groups, as OpenRLHF's own tests do), real
+`Experience` objects, and OpenRLHF's `PolicyLoss`. Not covered here: `ccapo_adapters.openrlhf_trainer`
+and the entry point's Ray wiring, which import OpenRLHF's trainer (flash-attn, DeepSpeed on GPU, vLLM).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from adapter_traces import COMPLETIONS, PROMPTS, encode, pad
+from ccapo_adapters import CounterfactualConfig, WeightProvider, score_token_batch
+from ccapo_adapters.openrlhf import SETTINGS_ENV, CounterfactualAdvantages, experience_weights, provider_from_env
+from ccapo_client import RemoteScorer
+
+RECIPE = Path(__file__).resolve().parents[4] / "examples" / "openrlhf"
+
+
+def remote(server_url: str) -> WeightProvider:
+    return WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=server_url))
+
+
+def make_experience(modules, tokenizer, observation: list[int] | None = None):
+    """Two prompts x two samples as OpenRLHF's Experience; with `observation`, row 0 holds an environment turn."""
+    prompts = encode(tokenizer, [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[1]])
+    responses = encode(tokenizer, [COMPLETIONS[0], COMPLETIONS[1], COMPLETIONS[1], COMPLETIONS[0]], eos=True)
+    rows, actions = [], []
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        half = len(response) // 2
+        turns = [(response[:half], 1), (observation, 0), (response[half:], 1)] if observation and row == 0 else [
+            (response, 1)
+        ]
+        sequence, action = list(prompt), [0] * len(prompt)
+        for ids, is_action in turns:
+            sequence += ids
+            action += [is_action] * len(ids)
+        rows.append(sequence)
+        actions.append(action)
+    sequences, attention = pad(rows, tokenizer.pad_token_id, "right")
+    action_mask = pad(actions, 0, "right")[0][:, 1:].bool()  # action j is sequence token j + 1
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0])  # one right, one wrong per prompt
+    experience = modules.experience.Experience(
+        sequences=sequences,
+        attention_mask=attention,
+        action_mask=action_mask,
+        rewards=rewards,
+        kl=torch.zeros(action_mask.shape),
+        values=torch.zeros(action_mask.shape),
+        index=list(range(4)),
+        info={"reward": rewards.clone()},
+    )
+    return experience, (prompts, responses)
+
+
+def experience_maker(modules, provider: WeightProvider | None, estimator: str = "reinforce_baseline"):
+    """OpenRLHF's maker with the weighting (or stock, without a provider), set up like OpenRLHF's own tests."""
+    base = modules.maker.RemoteExperienceMaker
+    cls = base if provider is None else type("Maker", (CounterfactualAdvantages, base), {})
+    maker = cls.__new__(cls)  # the constructor needs GPU actor groups
+    maker.advantage_estimator = estimator
+    maker.kl_ctl = SimpleNamespace(value=0.0)
+    advantage = SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=True)
+    args = SimpleNamespace(
+        rollout=SimpleNamespace(n_samples_per_prompt=2), reward=SimpleNamespace(clip_range=None),
+        algo=SimpleNamespace(advantage=advantage),
+    )
+    maker.strategy = SimpleNamespace(args=args)
+    maker.weight_provider = provider
+    return maker
+
+
+@pytest.mark.parametrize("estimator", ["reinforce_baseline", "group_norm", "rloo"])
+def test_openrlhfs_advantages_are_weighted_on_action_tokens(openrlhf_modules, tokenizer, server_url, estimator):
+    observation = encode(tokenizer, [" (calculator says: 24)"])[0]
+    experience, (prompts, responses) = make_experience(openrlhf_modules, tokenizer, observation)
+    stock_maker = experience_maker(openrlhf_modules, None, estimator)
+    stock = stock_maker.compute_advantages_and_returns([copy.deepcopy(experience)])[0]
+    our_maker = experience_maker(openrlhf_modules, remote(server_url), estimator)
+    ours = our_maker.compute_advantages_and_returns([experience])[0]
+
+    mask = experience.action_mask
+    assert stock.advantages[mask].abs().min() > 0  # the baseline left every action a nonzero advantage
+    weights = experience_weights(experience.sequences, experience.attention_mask, mask, remote(server_url)).weights
+    torch.testing.assert_close(ours.advantages[mask], (stock.advantages * weights)[mask])
+    torch.testing.assert_close(ours.advantages[~mask], stock.advantages[~mask])
+    assert ours.info["ccapo_weight_mean"].shape == (4,)
+
+    # Rows without an environment turn: the weights are the server's for the plain completion.
+    expected = score_token_batch(RemoteScorer(server_url), prompts, responses)
+    for row in (1, 2, 3):
+        on_actions = (ours.advantages[row] / stock.advantages[row])[mask[row]]
+        torch.testing.assert_close(on_actions, expected.weights[row, : len(responses[row])])
+
+
+def test_weighted_advantages_weight_each_tokens_gradient_in_openrlhfs_policy_loss(openrlhf_modules, tokenizer,
+                                                                                  server_url):
+    experience, _ = make_experience(openrlhf_modules, tokenizer)
+    stock = experience_maker(openrlhf_modules, None).compute_advantages_and_returns([copy.deepcopy(experience)])[0]
+    ours = experience_maker(openrlhf_modules, remote(server_url)).compute_advantages_and_returns([experience])[0]
+    mask = experience.action_mask
+    weights = torch.where(mask, ours.advantages / torch.where(mask, stock.advantages, 1.0), 1.0)
+    assert not torch.allclose(weights[mask], torch.ones(int(mask.sum())))
+
+    torch.manual_seed(0)
+    old = torch.randn(mask.shape) * 0.1
+    start = old + torch.randn(mask.shape) * 0.3  # ratios beyond the clip range on some tokens
+    loss_fn = openrlhf_modules.loss.PolicyLoss(clip_eps_low=0.2, clip_eps_high=0.28, dual_clip=3.0)
+
+    def gradient(advantages: torch.Tensor) -> torch.Tensor:
+        log_probs = start.clone().requires_grad_(True)
+        output = loss_fn(log_probs, old, advantages, action_mask=mask)
+        loss = output[0] if isinstance(output, tuple) else output
+        loss.backward()
+        return log_probs.grad
+
+    # PPO clip and dual clip are positively homogeneous in each token's advantage: weight w >= 0 on a
+    # token's advantage is weight w on that token's gradient.
+    torch.testing.assert_close(gradient(ours.advantages), weights * gradient(stock.advantages))
+
+
+def test_a_row_without_actions_stays_uniform(openrlhf_modules, tokenizer, server_url):
+    experience, _ = make_experience(openrlhf_modules, tokenizer)
+    experience.action_mask[1] = False
+    batch = experience_weights(experience.sequences, experience.attention_mask, experience.action_mask,
+                               remote(server_url))
+    assert torch.all(batch.weights[1] == 1.0) and batch.errors[1] is None
+    with pytest.raises(ValueError, match="S - 1"):
+        experience_weights(experience.sequences, experience.attention_mask, experience.action_mask[:, :-1], None)
+
+
+def test_the_maker_builds_its_provider_from_the_runtime_env(openrlhf_modules, server_url, monkeypatch):
+    monkeypatch.delenv(SETTINGS_ENV, raising=False)
+    with pytest.raises(ValueError, match=SETTINGS_ENV):
+        provider_from_env()
+    monkeypatch.setenv(SETTINGS_ENV, json.dumps({"provider": "remote", "server_url": server_url, "scoring": {"x": 1}}))
+    with pytest.raises(ValueError, match="x"):  # the server rejects the scoring config when the maker is built
+        provider_from_env()
+    settings = json.loads((RECIPE / "ccapo.json").read_text())
+    monkeypatch.setenv(SETTINGS_ENV, json.dumps({**settings, "server_url": server_url}))
+    base = openrlhf_modules.maker.RemoteExperienceMaker
+    maker = type("Maker", (CounterfactualAdvantages, base), {})(None, None, None, None, None, _strategy(), None)
+    assert maker.weight_provider.config.server_url == server_url
+
+
+def _strategy() -> SimpleNamespace:
+    advantage = SimpleNamespace(estimator="reinforce_baseline")
+    return SimpleNamespace(args=SimpleNamespace(algo=SimpleNamespace(advantage=advantage)))
+
+
+def test_the_recipes_reward_scores_gsm8k_answers():
+    spec = importlib.util.spec_from_file_location("gsm8k_reward", RECIPE / "gsm8k_reward.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    label = "Natalia sold 48/2 = 24 clips in May.\n#### 72"
+    rewards = module.reward_func(["Q? So 48 + 24 = 72.\n#### 72", "Q? I think 70.", "Q? 1,000\n#### 1,000"],
+                                 ["Q?", "Q?", "Q?"], [label, label, "#### 1000"])
+    assert rewards["rewards"].tolist() == [1.0, 0.0, 1.0]

@@ -1,0 +1,46 @@
+"""OpenRLHF's `train_ppo_ray` with counterfactual token weights.
+
+    python examples/openrlhf/train_ppo_ccapo.py --ccapo examples/openrlhf/ccapo.json [train_ppo_ray's flags]
+
+OpenRLHF's PPO trainer is a Ray actor that builds its experience maker itself, so the weighting is
+installed in every Ray worker through Ray's `worker_process_setup_hook`
+(`ccapo_adapters.openrlhf_trainer.install`); the settings travel in the runtime env. Then
+OpenRLHF's own `cli/train_ppo_ray.py` runs unchanged. Recipe: docs/integrations.md, "OpenRLHF".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import ray
+from ccapo_adapters import CounterfactualConfig
+from ccapo_adapters.openrlhf import SETTINGS_ENV
+
+# What train_ppo_ray's own ray.init sets (it skips its init when Ray is already up).
+OPENRLHF_ENV = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENABLE_ZERO_COPY_TORCH_TENSORS": "1"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument("--ccapo", type=Path, required=True, help="JSON of CounterfactualConfig's fields")
+    ours, openrlhf_args = parser.parse_known_args()
+    settings = json.loads(ours.ccapo.read_text())
+    CounterfactualConfig(**{k: v for k, v in settings.items() if k != "ray_app"})  # bad settings fail here
+    env = {name: os.environ.get(name, default) for name, default in OPENRLHF_ENV.items()}
+    ray.init(
+        runtime_env={
+            "worker_process_setup_hook": "ccapo_adapters.openrlhf_trainer.install",
+            "env_vars": {**env, SETTINGS_ENV: json.dumps(settings)},
+        }
+    )
+    sys.argv = ["train_ppo_ray", *openrlhf_args]
+    runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
