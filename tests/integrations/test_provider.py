@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+import torch
+from adapter_traces import COMPLETIONS, PROMPTS, encode
 from ccapo_adapters import CounterfactualConfig, WeightProvider
 from ccapo_adapters.inprocess import create_provider
+from ccapo_client import RemoteScorer
+from live_server import free_port, spawn_server, wait_ready
 
 from ccapo import ScoringConfig
 
 
 def test_config_maps_to_a_scoring_config():
     config = CounterfactualConfig(
-        scheme="normalized", segmenter="sentence", intervention="pad", scoring={"max_spans": 4}
+        scheme="paper", segmenter="sentence", intervention="pad", scoring={"max_spans": 4}
     )
     scoring = ScoringConfig.model_validate(config.scoring_config())
     assert (scoring.segmenter, scoring.intervention, scoring.max_spans) == ("sentence", "pad", 4)
-    assert scoring.weights.scheme == "normalized"
+    assert scoring.weights.scheme == "paper"
+    # The adapters' default keeps the mean weight at 1 (the paper's scheme raises it to about 2-3).
+    assert ScoringConfig.model_validate(CounterfactualConfig().scoring_config()).weights.scheme == "normalized"
 
 
 @pytest.mark.parametrize(
@@ -54,3 +62,27 @@ def test_a_remote_provider_checks_server_and_config_at_construction(server_url):
     assert provider.scorer.last_model_version is not None  # the check scored one (unscorable) trace
     with pytest.raises(ValueError, match="max_spanz"):
         WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=server_url, scoring={"max_spanz": 3}))
+
+
+def test_an_outage_warns_once_and_its_end_once(tiny_model_dir, tokenizer, caplog):
+    """A server that goes down leaves uniform weights with one warning, not one per step; so does its return."""
+    prompts, completions = encode(tokenizer, PROMPTS), encode(tokenizer, COMPLETIONS)
+    port = free_port()
+    server = spawn_server(tiny_model_dir, port=port)
+    wait_ready(server)
+    config = CounterfactualConfig(provider="remote", server_url=server.url)
+    provider = WeightProvider(config, RemoteScorer(server.url, max_retries=0))
+    assert provider.weights(prompts, completions).scorer_error is None
+    server.discard()
+    with caplog.at_level(logging.WARNING, logger="ccapo_adapters.provider"):
+        for _ in range(2):
+            batch = provider.weights(prompts, completions)
+            assert batch.scorer_error and torch.all(batch.weights == 1.0) and batch.failed == 2
+        back = spawn_server(tiny_model_dir, port=port)
+        try:
+            wait_ready(back)
+            assert provider.weights(prompts, completions).scorer_error is None
+        finally:
+            back.discard()
+    messages = [record.getMessage() for record in caplog.records if record.name == "ccapo_adapters.provider"]
+    assert len(messages) == 2 and "uniform weights" in messages[0] and "answers again" in messages[1]

@@ -106,6 +106,12 @@ def hidden_grad(trainer, inputs):
     return captured["hidden"].grad[:, start : start + width]
 
 
+def test_a_reference_target_is_refused_at_construction(tiny_model_dir, tokenizer, tmp_path):
+    config = CounterfactualConfig(scoring={"target": "reference"})
+    with pytest.raises(ValueError, match="reference answer"):
+        make_trainer(tiny_model_dir, tokenizer, tmp_path, counterfactual=config)
+
+
 def test_version_range_is_checked():
     check_trl_version("1.16.0")
     for version in ("0.29.1", "2.0.0"):
@@ -136,12 +142,16 @@ def test_uniform_weights_reproduce_stock_grpo_loss(tiny_model_dir, tokenizer, tm
     for name, cls, kwargs in (
         ("stock", GRPOTrainer, {}),
         ("uniform", CounterfactualGRPOTrainer, {"counterfactual": CounterfactualConfig(weighting="uniform")}),
-        ("counterfactual", CounterfactualGRPOTrainer, {}),
+        ("paper", CounterfactualGRPOTrainer, {"counterfactual": CounterfactualConfig(scheme="paper")}),
+        ("normalized", CounterfactualGRPOTrainer, {}),
     ):
         trainer = make_trainer(tiny_model_dir, tokenizer, tmp_path / name, cls, **kwargs)
         losses[name] = trainer.compute_loss(trainer.model, generation_batch(trainer)).detach()
     torch.testing.assert_close(losses["uniform"], losses["stock"], rtol=1e-6, atol=1e-7)
-    assert not torch.allclose(losses["counterfactual"], losses["stock"])
+    assert not torch.allclose(losses["paper"], losses["stock"])  # the paper's weights average about 2-3
+    # The default scheme's weights average 1 over each completion and the advantage is constant along
+    # it, so at the rollout policy the loss value is the stock one; only its gradient moves (tested below).
+    torch.testing.assert_close(losses["normalized"], losses["stock"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -37,12 +37,14 @@ class BatchWeights:
     """`weights` is (B, T) float32 (1.0 on padding and on rows left uniform).
 
     Per row, `results` holds the scorer's result (None when scoring was skipped or failed) and
-    `errors` says why scoring failed (None when it did not; an unscorable trace is not an error).
+    `errors` says why scoring failed (None when it did not; an unscorable trace is not an error);
+    `scorer_error` is set when the scorer itself failed, not one row.
     """
 
     weights: torch.Tensor
     results: list[Any | None]
     errors: list[str | None]
+    scorer_error: str | None = None  # the scorer itself failed (server down, ...): no row got weights
 
     @property
     def failed(self) -> int:
@@ -196,6 +198,8 @@ def _positions(ids: IdRows, mask: torch.Tensor | None, rows: list[list[int]]) ->
 
 
 def _fail(batch: BatchWeights, rows: list[int], err: Exception) -> None:
-    logger.warning("scoring failed, %d completions keep uniform weights: %s: %s", len(rows), type(err).__name__, err)
+    # Logged once per outage by the WeightProvider; here only for debugging.
+    logger.debug("scoring failed, %d completions keep uniform weights: %s: %s", len(rows), type(err).__name__, err)
+    batch.scorer_error = f"{type(err).__name__}: {err}"
     for row in rows:
-        batch.errors[row] = f"{type(err).__name__}: {err}"
+        batch.errors[row] = batch.scorer_error

@@ -33,7 +33,8 @@ _PROBE = {"prompt": "ccapo configuration check", "completion": "no answer here"}
 class CounterfactualConfig:
     """How an RL trainer gets counterfactual token weights (the same fields in every adapter).
 
-    `weighting` is the arm ("uniform" scores nothing); `scheme`, `segmenter` and `intervention` pick
+    `weighting` is the arm ("uniform" scores nothing); `scheme` ("normalized" by default, mean 1;
+    "paper" for the paper's), `segmenter` and `intervention` pick
     the scoring config (`ccapo.ScoringConfig`'s fields), and `scoring` sets any other of its fields
     (e.g. {"max_spans": 8}); the scorer validates them when the provider is built.
     `provider` "inprocess" scores with the policy model itself (no second copy; needs `ccapo`);
@@ -44,7 +45,9 @@ class CounterfactualConfig:
     """
 
     weighting: Weighting = "counterfactual"
-    scheme: str = "paper"
+    # Mean 1 over the reasoning, 1 where nothing was probed: the gradient scale stays the stock one.
+    # "paper" reproduces the paper (mean about 2-3 on scored rows, 1.0 on unscorable ones).
+    scheme: str = "normalized"
     segmenter: str = "calc"
     intervention: str = "delete"
     provider: Provider = "inprocess"
@@ -92,6 +95,7 @@ class WeightProvider:
         self.scoring = config.scoring_config()
         self.synced_step = 0  # a scorer is assumed to start with the initial policy
         self.last_seconds = 0.0
+        self.outage: str | None = None  # the scorer's error while it fails, None while it answers
 
     @classmethod
     def remote(cls, config: CounterfactualConfig) -> WeightProvider:
@@ -167,7 +171,22 @@ class WeightProvider:
             reference_answers=reference_answers if self.scoring.get("target") == "reference" else None,
         )
         self.last_seconds = time.perf_counter() - started
+        self._note_outage(batch)
         return batch
+
+    def _note_outage(self, batch: BatchWeights) -> None:
+        """One warning when the scorer starts failing and one when it answers again, not one per step."""
+        if batch.scorer_error:
+            if self.outage is None:
+                logger.warning(
+                    "the scorer failed (%s): training goes on with uniform weights until it answers again "
+                    "(ccapo/weights/failed counts the rows)",
+                    batch.scorer_error,
+                )
+            self.outage = batch.scorer_error
+        elif self.outage is not None and any(result is not None for result in batch.results):
+            logger.warning("the scorer answers again: counterfactual weights are back")
+            self.outage = None
 
     def metrics(
         self, batch: BatchWeights, mask: torch.Tensor | None = None, step: int | None = None

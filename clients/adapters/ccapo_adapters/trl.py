@@ -59,13 +59,19 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
         weight_provider: WeightProvider | None = None,
         **kwargs: Any,
     ):
+        settings = weight_provider.config if weight_provider else counterfactual or CounterfactualConfig()
+        if settings.weighting != "uniform" and settings.scoring_config().get("target") == "reference":
+            raise ValueError(
+                'scoring target "reference" needs a reference answer per completion, which GRPOTrainer does not '
+                'pass to the adapter: use the default target "completion"'
+            )
         super().__init__(*args, **kwargs)
         if self.loss_type not in SUPPORTED_LOSS_TYPES:
             raise ValueError(
                 f"loss_type {self.loss_type!r} is not one CounterfactualGRPOTrainer supports "
                 f"({', '.join(SUPPORTED_LOSS_TYPES)})"
             )
-        self.counterfactual = weight_provider.config if weight_provider else counterfactual or CounterfactualConfig()
+        self.counterfactual = settings
         self.weight_provider = weight_provider or self._build_provider(self.counterfactual)
 
     def _build_provider(self, config: CounterfactualConfig) -> WeightProvider:
