@@ -70,7 +70,7 @@ class Scheduler:
         if self._shutdown is not None:
             self._shutdown.refused += 1
             raise _shutting_down("the server is shutting down and takes no new requests; retry on another replica")
-        self._check_room(0, 0)  # a full queue refuses before any tokenizing
+        self._check_room(1, 1)  # a full queue refuses before any tokenizing
         loop = asyncio.get_running_loop()
         ticket = Ticket(traces, config, deadline=time.monotonic() + timeout_s, future=loop.create_future())
         self._open.add(ticket)
@@ -122,9 +122,9 @@ class Scheduler:
         if over_tokens > 0 or queue.traces + traces > settings.max_queue_traces:
             raise ApiError(
                 "queue_full",
-                f"the queue holds {queue.tokens} feed tokens in {queue.traces} traces (limits "
-                f"{settings.max_queue_tokens} and {settings.max_queue_traces}) and cannot take {tokens} tokens in "
-                f"{traces} traces more; retry later",
+                f"the queue holds {queue.tokens} feed tokens in {queue.traces} traces, and its limits are "
+                f"{settings.max_queue_tokens} feed tokens and {settings.max_queue_traces} traces: no room for this "
+                "request now; retry later",
                 retry_after=self.worker.retry_after_s(max(over_tokens, 1)),
             )
 

@@ -120,7 +120,7 @@ def test_slow_preparation_past_the_deadline_is_dropped(server: str, tokenizer: A
     trace = {"prompt_ids": [1, 2, 3], "completion_ids": ids + marker}
     before = dropped(server, "preparation")
     with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(score, server, [trace] * 8, headers={"X-Request-Timeout": "1"})
+        slow = pool.submit(score, server, [trace] * 64, headers={"X-Request-Timeout": "1"})  # ~10 s to prepare
         assert_prompt(server, text_trace)
         assert slow.result().status_code == 504
     until_at_least(server, "ccapo_dropped_traces_total", {"stage": "preparation"}, before + 1)

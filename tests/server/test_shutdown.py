@@ -34,7 +34,12 @@ def test_sigterm_drains_in_flight_requests(tiny_model_dir: str, text_trace: dict
 
 
 def test_what_outlives_the_grace_period_gets_a_json_503(tiny_model_dir: str) -> None:
-    env = {**SLOW_ENGINE, "CCAPO_GRACEFUL_TIMEOUT_S": str(GRACE_S), "CCAPO_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)}
+    env = {
+        **SLOW_ENGINE,
+        "CCAPO_MAX_QUEUE_TOKENS": "2000000",  # room for all ten: none may be turned away with a 429
+        "CCAPO_GRACEFUL_TIMEOUT_S": str(GRACE_S),
+        "CCAPO_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+    }
     server = spawn_server(tiny_model_dir, env)
     try:
         wait_ready(server)
