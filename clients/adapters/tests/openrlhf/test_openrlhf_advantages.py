@@ -94,7 +94,7 @@ def test_openrlhfs_advantages_are_weighted_on_action_tokens(openrlhf_modules, to
     assert ours.info["ccapo_weight_mean"].shape == (4,)
 
     # Rows without an environment turn: the weights are the server's for the plain completion.
-    expected = score_token_batch(RemoteScorer(server_url), prompts, responses)
+    expected = score_token_batch(RemoteScorer(server_url), prompts, responses, config=our_maker.weight_provider.scoring)
     for row in (1, 2, 3):
         on_actions = (ours.advantages[row] / stock.advantages[row])[mask[row]]
         torch.testing.assert_close(on_actions, expected.weights[row, : len(responses[row])])

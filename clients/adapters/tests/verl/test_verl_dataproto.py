@@ -59,10 +59,11 @@ def remote(server_url: str) -> WeightProvider:
 
 def test_weights_scale_verls_grpo_advantages_and_leave_the_batch(rollout, server_url):
     stock = rollout.batch["advantages"].clone()
-    metrics = fill_token_weights(rollout, remote(server_url), step=0)
+    provider = remote(server_url)
+    metrics = fill_token_weights(rollout, provider, step=0)
     weights = rollout.batch[WEIGHTS_KEY].clone()
     prompt_rows, response_rows = rollout.meta_info["rows"]
-    expected = score_token_batch(RemoteScorer(server_url), prompt_rows, response_rows)
+    expected = score_token_batch(RemoteScorer(server_url), prompt_rows, response_rows, config=provider.scoring)
     mask = rollout.batch["response_mask"].bool()
     for row, response in enumerate(response_rows):
         assert weights[row][mask[row]].tolist() == pytest.approx(expected.weights[row, : len(response)].tolist())

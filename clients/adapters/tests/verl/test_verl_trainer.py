@@ -117,8 +117,8 @@ def test_v1_trainer_weights_verls_grpo_advantages(server_url, tokenizer):
     batch = trainer._compute_advantage(put(rows, keys, "ccapo-"), metrics)
     trainer._update_actor(batch, metrics)
 
-    expected = score_token_batch(RemoteScorer(server_url), [r["prompts"].tolist() for r in rows],
-                                 [r["responses"].tolist() for r in rows])
+    ids = [r["prompts"].tolist() for r in rows], [r["responses"].tolist() for r in rows]
+    expected = score_token_batch(RemoteScorer(server_url), *ids, config=trainer.weight_provider.scoring)
     assert expected.failed == 0 and not torch.all(expected.weights == 1.0)
     for row, (ours, theirs) in enumerate(zip(advantages_of(batch), advantages_of(stock), strict=True)):
         mask = rows[row]["response_mask"].bool()
