@@ -102,7 +102,13 @@ def _parser() -> argparse.ArgumentParser:
     faith.set_defaults(run=_faithfulness)
 
     for entry in _command_entry_points():  # serve, train, eval, plot, ...: registered by their packages
-        entry.load()(sub)
+        try:
+            add_commands = entry.load()
+        except ImportError as err:  # e.g. the server image, which has no trainer: say so when it is asked for
+            unavailable = sub.add_parser(entry.name, help=f"unavailable here ({err.name or err})")
+            unavailable.set_defaults(own_argv=lambda _argv, entry=entry, err=err: _unavailable(entry, err))
+            continue
+        add_commands(sub)
 
     models = sub.add_parser("models", help="show the converted models in the cache")
     models.set_defaults(run=_models)
@@ -342,6 +348,11 @@ def _faithfulness(args: argparse.Namespace) -> int:
 def _command_entry_points() -> list[metadata.EntryPoint]:
     """Subcommands other packages add (`ccapo.commands`: a callable that takes the subparsers)."""
     return sorted(metadata.entry_points(group="ccapo.commands"), key=lambda entry: entry.name)
+
+
+def _unavailable(entry: metadata.EntryPoint, err: ImportError) -> int:
+    stderr.print(f"[red]`ccapo {entry.name}` cannot be loaded here:[/red] {err} (registered as {entry.value})")
+    return 2
 
 
 def _command_with_own_argv(parser: argparse.ArgumentParser, first: list[str]) -> Callable[[list[str]], int] | None:
