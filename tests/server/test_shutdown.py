@@ -3,14 +3,22 @@ a JSON 503, exits 0 within its limits, and logs how every request ended."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
+from ccapo_server.errors import ApiError
+from ccapo_server.metrics import Metrics
+from ccapo_server.scheduler import Scheduler
+from ccapo_server.settings import ServerSettings
 from live_server import spawn_server, stop_server, wait_ready
 from metrics_text import sample, wait_for_queue
 from server_workloads import SLOW_ENGINE, heavy_trace
+
+from ccapo import Scorer, ScoringConfig, Trace
 
 GRACE_S = 2
 SHUTDOWN_TIMEOUT_S = 5
@@ -69,3 +77,21 @@ def test_what_outlives_the_grace_period_gets_a_json_503(tiny_model_dir: str) -> 
         assert truth in server.log_tail(), server.log_tail()
     finally:
         server.discard()
+
+
+def test_once_shutdown_begins_new_requests_get_503_with_retry_after(llama: Any, tokenizer: Any) -> None:
+    """In-process: over HTTP, uvicorn closes its listener at SIGTERM, so no new request arrives to see this
+    (a host that drives the app itself, such as a Ray replica, does send them)."""
+
+    async def run() -> None:
+        settings = ServerSettings(graceful_timeout_s=1, shutdown_timeout_s=1)
+        scheduler = Scheduler(Scorer(llama, tokenizer), "tiny", settings, Metrics())
+        scheduler.start()
+        scheduler.begin_shutdown()
+        with pytest.raises(ApiError) as refused:
+            scheduler.submit([Trace(prompt="Q", completion="1 + 1 = 2.\n#### 2")], ScoringConfig(), timeout_s=10)
+        assert (refused.value.status, refused.value.type) == (503, "shutting_down")
+        assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+        await scheduler.stop()
+
+    asyncio.run(run())
