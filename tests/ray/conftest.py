@@ -54,5 +54,16 @@ def ray_app(ray_model_root: Path) -> Iterator[RayApp]:
         app.wait_ready()
         yield app
     finally:
+        _stop_ray()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last Ray test, not at the end of the session: the rest of the suite gets the CPUs back."""
+    if nextitem is None or Path(__file__).parent not in Path(nextitem.path).parents:
+        _stop_ray()
+
+
+def _stop_ray() -> None:
+    if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
