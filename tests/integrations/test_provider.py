@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode
@@ -86,3 +88,27 @@ def test_an_outage_warns_once_and_its_end_once(tiny_model_dir, tokenizer, caplog
             back.discard()
     messages = [record.getMessage() for record in caplog.records if record.name == "ccapo_adapters.provider"]
     assert len(messages) == 2 and "uniform weights" in messages[0] and "answers again" in messages[1]
+
+
+def test_policy_sync_settings_are_checked_at_construction(tiny_model_dir, tmp_path):
+    """A wrong admin key or a sync_dir outside the server's model roots fails before training, not at the first sync."""
+    env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(tmp_path / "roots")}
+    server = spawn_server(tiny_model_dir, env)
+    try:
+        wait_ready(server)
+        version = httpx.get(f"{server.url}/v1/model").json()["version"]
+
+        def remote(admin_key: str, sync_dir: Path) -> WeightProvider:
+            config = CounterfactualConfig(
+                provider="remote", server_url=server.url, admin_key=admin_key, sync_every=1, sync_dir=str(sync_dir)
+            )
+            return WeightProvider.remote(config)
+
+        assert remote("admin", tmp_path / "roots" / "policy").synced_step == 0
+        with pytest.raises(ValueError, match="admin_key"):
+            remote("wrong", tmp_path / "roots" / "policy")
+        with pytest.raises(ValueError, match="MODEL_ROOTS"):
+            remote("admin", tmp_path / "elsewhere")
+        assert httpx.get(f"{server.url}/v1/model").json()["version"] == version  # the checks loaded nothing
+    finally:
+        server.discard()

@@ -137,14 +137,34 @@ class WeightProvider:
         )
 
     def checked(self) -> WeightProvider:
-        """Fail now, not at the first training step: the scorer answers and accepts the scoring config.
+        """Fail now, not at the first training step: the scorer answers and accepts the scoring config,
+        and with `sync_every`, the admin key and `sync_dir`.
 
         Scores one trace without an answer marker, which the scorer validates but runs no model on.
         """
-        if self.scorer is not None and self.config.weighting != "uniform":
-            self.scorer.model_info()
-            self.scorer.score([_PROBE], self.scoring)
+        if self.scorer is None or self.config.weighting == "uniform":
+            return self
+        self.scorer.model_info()
+        self.scorer.score([_PROBE], self.scoring)
+        if self.config.sync_every:
+            self._check_sync_access()
         return self
+
+    def _check_sync_access(self) -> None:
+        """Ask the scorer to load a path in `sync_dir` that never exists: "no such model" means the admin key
+        and the directory are accepted; an auth or model-roots refusal is what the first sync would meet."""
+        from ccapo_client import ForbiddenError, InvalidRequestError, UnauthorizedError
+
+        probe = str(Path(self._sync_dir()) / ".ccapo-sync-check")
+        try:
+            self.scorer.load_model(probe)
+        except InvalidRequestError:
+            return
+        except (UnauthorizedError, ForbiddenError) as err:
+            raise ValueError(
+                f"policy sync would be refused: {err}. Check admin_key (the server's CCAPO_ADMIN_KEY) and that "
+                f"sync_dir {self.config.sync_dir!r} is a path the server reads inside its CCAPO_MODEL_ROOTS"
+            ) from err
 
     def weights(
         self,

@@ -42,7 +42,7 @@ def test_the_recipe_sets_only_keys_of_verls_config():
     assert unknown == [] and "actor_rollout_ref.rollout.n" in keys
 
 
-def test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider(server_url):
+def test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider(server_url, model_root):
     config = recipe()
     assert config.trainer.use_v1 and config.trainer.v1.trainer_mode == "ccapo_sync"
     module, _, function = config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook.rpartition(".")
@@ -50,7 +50,8 @@ def test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider(server_url)
     with open_dict(config):
         config.ccapo.server_url = server_url
         config.ccapo.admin_key = "admin"
-    provider = provider_from_config(config.ccapo)  # checks the server and the scoring config
+        config.ccapo.sync_dir = str(model_root / "recipe-sync")
+    provider = provider_from_config(config.ccapo)  # checks the server, the scoring config and sync access
     assert provider.config.sync_every == 10
     check_sync_contents(config, provider)  # the recipe's actor saves the hf_model that sync loads
 
