@@ -86,17 +86,47 @@ class CounterfactualAdvantages:
 
     The provider comes from `CCAPO_ADAPTER_SETTINGS` when the maker is built (so a server that is
     down or a bad scoring config fails before the first rollout), unless `weight_provider` is set.
+    Each call of `compute_advantages_and_returns` is one training step. With `sync_every`, the
+    actor saves its HF model with OpenRLHF's own `save_model` (to `--ckpt.output_dir`, which must
+    be `sync_dir`) and the scorer loads it before the step's experiences are scored.
     """
 
     weight_provider: WeightProvider | None = None
+    steps_done = 0  # training steps (experience batches) before the current one
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.weight_provider is None:
             self.weight_provider = provider_from_env()
+        check_sync_dir(self.weight_provider, self.strategy.args.ckpt.output_dir)
 
     def compute_advantages_and_returns(self, experiences: list[Any]) -> list[Any]:
         experiences = super().compute_advantages_and_returns(experiences)
+        self._sync_policy()
         for experience in experiences:
-            weight_experience(experience, self.weight_provider)
+            metrics = weight_experience(experience, self.weight_provider, step=self.steps_done)
+            if "ccapo/policy_lag_steps" in metrics:  # OpenRLHF logs `info` per sample
+                lag = torch.full((len(experience.sequences),), metrics["ccapo/policy_lag_steps"])
+                experience.info["ccapo_policy_lag_steps"] = lag.to(experience.advantages.device)
+        self.steps_done += 1
         return experiences
+
+    def _sync_policy(self) -> None:
+        if not self.weight_provider.sync_due(self.steps_done):
+            return
+        refs = self.actor_model_group.async_save_model()  # the policy's HF checkpoint, written by rank 0
+        if refs:
+            import ray
+
+            ray.get(refs)
+        self.weight_provider.load_policy(self.strategy.args.ckpt.output_dir, self.steps_done)
+
+
+def check_sync_dir(provider: WeightProvider, output_dir: str) -> None:
+    """OpenRLHF's actor saves its HF model only to `--ckpt.output_dir`: policy sync needs `sync_dir` to be it."""
+    sync_dir = provider.config.sync_dir
+    if provider.config.sync_every and os.path.realpath(sync_dir or "") != os.path.realpath(output_dir):
+        raise ValueError(
+            f"ccapo sync_dir {sync_dir!r} must be OpenRLHF's --ckpt.output_dir {output_dir!r}: the actor saves "
+            "its HF model there, and the scorer loads it from there (inside its CCAPO_MODEL_ROOTS)"
+        )

@@ -11,14 +11,22 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode, pad
 from ccapo_adapters import CounterfactualConfig, WeightProvider, score_token_batch
-from ccapo_adapters.openrlhf import SETTINGS_ENV, CounterfactualAdvantages, experience_weights, provider_from_env
+from ccapo_adapters.openrlhf import (
+    SETTINGS_ENV,
+    CounterfactualAdvantages,
+    check_sync_dir,
+    experience_weights,
+    provider_from_env,
+)
 from ccapo_client import RemoteScorer
 
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "openrlhf"
@@ -152,7 +160,50 @@ def test_the_maker_builds_its_provider_from_the_runtime_env(openrlhf_modules, se
 
 def _strategy() -> SimpleNamespace:
     advantage = SimpleNamespace(estimator="reinforce_baseline")
-    return SimpleNamespace(args=SimpleNamespace(algo=SimpleNamespace(advantage=advantage)))
+    args = SimpleNamespace(algo=SimpleNamespace(advantage=advantage), ckpt=SimpleNamespace(output_dir="/tmp/out"))
+    return SimpleNamespace(args=args)
+
+
+class ActorGroupOnCPU:
+    """Stands in for OpenRLHF's GPU actor group: `async_save_model` writes the HF checkpoint its rank 0 would."""
+
+    def __init__(self, source: str, output_dir: Path):
+        self.source, self.output_dir, self.saves = source, output_dir, 0
+
+    def async_save_model(self) -> list:
+        shutil.copytree(self.source, self.output_dir, dirs_exist_ok=True)
+        self.saves += 1
+        return []  # the real group returns Ray refs, which the maker waits for
+
+
+def test_policy_sync_saves_the_actor_and_the_server_loads_it(openrlhf_modules, tokenizer, server_url, model_root,
+                                                           tiny_model_dir):
+    output_dir = model_root / "openrlhf-output"
+    config = CounterfactualConfig(
+        provider="remote", server_url=server_url, admin_key="admin", sync_every=1, sync_dir=str(output_dir)
+    )
+    maker = experience_maker(openrlhf_modules, WeightProvider.remote(config))
+    maker.strategy.args.ckpt = SimpleNamespace(output_dir=str(output_dir))
+    maker.actor_model_group = ActorGroupOnCPU(tiny_model_dir, output_dir)
+    first = httpx.get(f"{server_url}/v1/model").json()["version"]
+
+    experience, _ = make_experience(openrlhf_modules, tokenizer)
+    maker.compute_advantages_and_returns([experience])  # step 0: the server holds the starting policy
+    assert maker.actor_model_group.saves == 0 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    experience, _ = make_experience(openrlhf_modules, tokenizer)
+    maker.compute_advantages_and_returns([experience])  # step 1: one update later, synced before scoring
+    assert maker.actor_model_group.saves == 1 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    assert httpx.get(f"{server_url}/v1/model").json()["version"] != first
+    assert maker.weight_provider.synced_step == 1
+
+
+def test_sync_dir_must_be_where_openrlhf_saves(server_url, model_root):
+    config = CounterfactualConfig(
+        provider="remote", server_url=server_url, sync_every=1, sync_dir=str(model_root / "a"), admin_key="admin"
+    )
+    with pytest.raises(ValueError, match="output_dir"):
+        check_sync_dir(WeightProvider(config, None), str(model_root / "b"))
+    check_sync_dir(WeightProvider(config, None), str(model_root / "a"))
 
 
 def test_the_recipes_reward_scores_gsm8k_answers():
