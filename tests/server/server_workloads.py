@@ -10,13 +10,14 @@ SLOW_ENGINE = {
     "CCAPO_ENGINE_BATCH_TOKENS": "512",
     "CCAPO_MAX_WAIT_MS": "0",
     "CCAPO_MAX_COUNTERFACTUALS_PER_TRACE": "60",
-    "CCAPO_MAX_FEED_TOKENS_PER_TRACE": "65536",
+    "CCAPO_MAX_FEED_TOKENS_PER_TRACE": "55000",
     "CCAPO_MAX_FEED_TOKENS_PER_REQUEST": "600000",
     "CCAPO_MAX_QUEUE_TOKENS": "600000",
 }
 
 
-def heavy_trace(spans: int = 60) -> dict[str, Any]:
-    """~800 completion tokens with one-word custom spans at the start: every row recomputes ~800 tokens."""
-    completion = "apple " * 800 + "\n#### 5"
+def heavy_trace(spans: int = 60, words: int = 800) -> dict[str, Any]:
+    """~`words` completion tokens with one-word custom spans at the start: every row recomputes about as many
+    (~47k feed tokens in all with the defaults)."""
+    completion = "apple " * words + "\n#### 5"
     return {"prompt": "Count.", "completion": completion, "spans": [[6 * k, 6 * k + 5] for k in range(spans)]}

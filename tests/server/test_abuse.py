@@ -72,6 +72,14 @@ def test_spans_beyond_the_limits_are_refused(server: str, spans: int, config: di
     assert fragment in error["message"]
 
 
+def test_a_trace_over_its_feed_budget_is_refused_saying_what_to_reduce(server: str) -> None:
+    response = score(server, [heavy_trace(words=960)])  # ~58k feed tokens, 55k per trace at most
+    assert response.status_code == 422, response.text[:300]
+    error = response.json()["error"]
+    assert error["type"] == "invalid_trace" and error["trace_index"] == 0
+    assert "over this server's limit of 55000 per trace; probe fewer spans" in error["message"]
+
+
 def test_a_request_over_its_feed_budget_is_refused_saying_what_to_reduce(server: str) -> None:
     response = score(server, [heavy_trace()] * 13)  # ~48k feed tokens each, 600k per request at most
     assert response.status_code == 422, response.text[:300]
