@@ -57,7 +57,12 @@ def test_unscorable_row_stays_uniform_without_error(scorer, tokenizer, ids):
     assert batch.errors == [None, None]
     assert torch.all(batch.weights[1] == 1.0)
     assert not torch.all(batch.weights[0] == 1.0)
-    assert batch.metrics()["weights/scored_share"] == 0.5
+    metrics = batch.metrics()
+    assert metrics["weights/scored_share"] == 0.5
+    assert metrics["weights/mean_unscored_rows"] == 1.0
+    assert metrics["weights/mean_scored_rows"] == pytest.approx(float(batch.weights[0].mean()))
+    probed = sum(span.token_end - span.token_start for span in batch.results[0].spans)
+    assert metrics["weights/probed_token_share"] == pytest.approx(probed / batch.weights.numel())
 
 
 def test_a_bad_row_fails_alone(scorer, ids, tokenizer, listed):

@@ -65,7 +65,9 @@ class BatchWeights:
                 if span.kind == "calc":
                     calc[row, span.token_start : span.token_end] = True
         total = real.sum().clamp(min=1e-12)
-        scored = sum(getattr(r, "status", None) == "ok" for r in self.results)
+        scored_rows = torch.tensor([getattr(r, "status", None) == "ok" for r in self.results], dtype=torch.bool)
+        scored = int(scored_rows.sum())
+        on_scored = mask & scored_rows[:, None]
         return {
             "weights/mean": float(real.mean()),
             "weights/std": float(real.std()) if real.numel() > 1 else 0.0,
@@ -74,6 +76,10 @@ class BatchWeights:
             "weights/calc_mass": float(self.weights[calc & mask].sum() / total),
             "weights/span_mass": float(self.weights[probed & mask].sum() / total),
             "weights/scored_share": scored / max(len(self.results), 1),
+            # Where the weighting acts, and whether scored rows outweigh the rest (the paper's scheme: ~2x).
+            "weights/probed_token_share": float((probed & mask).sum() / mask.sum()),
+            "weights/mean_scored_rows": _mean(self.weights[on_scored]),
+            "weights/mean_unscored_rows": _mean(self.weights[mask & ~on_scored]),
             "weights/failed": float(self.failed),
         }
 
@@ -141,6 +147,11 @@ def score_token_batch(
             weights[row, positions[row]] = torch.tensor(values, dtype=torch.float32)
         break
     return batch
+
+
+def _mean(values: torch.Tensor) -> float:
+    """The mean, or 1.0 (the uniform weight) when there is nothing to average."""
+    return float(values.mean()) if values.numel() else 1.0
 
 
 def apply_token_weights(values: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
