@@ -51,11 +51,6 @@ class Runtime:
             raise ApiError("not_ready", message, retry_after=5)
         return self._scheduler
 
-    @property
-    def batcher(self) -> Scheduler:
-        """Deprecated name of `scheduler`, kept while the Ray replicas move to it."""
-        return self.scheduler
-
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._startup = self._loop.create_task(self._load_first(), name="ccapo-load-model")
