@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 from live_server import start_server
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
@@ -88,3 +92,16 @@ def server_url(tiny_model_dir: str) -> Iterator[str]:
     """A real scoring server with default settings serving the tiny llama, shared by every suite."""
     with start_server(tiny_model_dir) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: str) -> Path:
+    """An allow-listed model root holding two tiny models: `tiny-a` (the shared tiny llama) and `tiny-b` (reseeded)."""
+    root = tmp_path_factory.mktemp("model-root")
+    shutil.copytree(tiny_model_dir, root / "tiny-a")
+    with torch.random.fork_rng():  # reseed without touching the RNG other tests see
+        torch.manual_seed(1)
+        other = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir))
+    other.save_pretrained(root / "tiny-b")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "tiny-b")
+    return root

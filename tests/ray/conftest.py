@@ -7,49 +7,34 @@ tiny models: `tiny-a` (the shared tiny llama, served first) and `tiny-b` (reseed
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
-import torch
 from ccapo_server.ray_serve import APP_NAME, build_application
 from ccapo_server.settings import ServerSettings
 from live_server import free_port
 from ray import serve
 from ray_app import ADMIN_KEY, API_KEY, REPLICAS, RayApp
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 
 @pytest.fixture(scope="session")
-def ray_model_root(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: str) -> Path:
-    root = tmp_path_factory.mktemp("ray-model-root")
-    shutil.copytree(tiny_model_dir, root / "tiny-a")
-    with torch.random.fork_rng():  # reseed without touching the RNG other tests see
-        torch.manual_seed(1)
-        other = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir))
-    other.save_pretrained(root / "tiny-b")
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "tiny-b")
-    return root
-
-
-@pytest.fixture(scope="session")
-def ray_app(ray_model_root: Path) -> Iterator[RayApp]:
+def ray_app(model_root: Path) -> Iterator[RayApp]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         settings = ServerSettings(
-            model=str(ray_model_root / "tiny-a"),
+            model=str(model_root / "tiny-a"),
             api_key=API_KEY,
             admin_key=ADMIN_KEY,
-            model_roots=[ray_model_root],
+            model_roots=[model_root],
             max_traces_per_request=8,
         )
         handle = serve.run(build_application(settings, replicas=REPLICAS, replica_cpus=0.5), name=APP_NAME)
         app = RayApp(
-            f"http://127.0.0.1:{port}", handle, serve.get_deployment_handle("ModelRegistry", APP_NAME), ray_model_root
+            f"http://127.0.0.1:{port}", handle, serve.get_deployment_handle("ModelRegistry", APP_NAME), model_root
         )
         app.wait_ready()
         yield app

@@ -12,11 +12,11 @@ import pytest
 import ray
 from ccapo_client import InvalidRequestError, RayScorer, UnauthorizedError
 from ray_app import ADMIN_KEY, API_KEY, REPLICAS, RayApp
+from result_compare import assert_close
 
 from ccapo import Scorer, Trace
 from ccapo.examples import load_examples
 
-TOLERANCE = 1e-4
 CONFIG = {"segmenter": "line", "weights": {"scheme": "normalized"}}
 BURST = 24  # requests in the replica-death burst: bounded, sent 8 at a time
 
@@ -28,22 +28,6 @@ def traces() -> list[dict[str, Any]]:
 
 def local_results(model_dir: str, traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in Scorer.from_pretrained(model_dir).score([Trace(**t) for t in traces], CONFIG)]
-
-
-def assert_close(served: Any, local: Any, path: str = "") -> None:
-    """Equal, except floats, which may differ by TOLERANCE (batch composition changes the sums' order)."""
-    if isinstance(local, float) and isinstance(served, int | float):
-        assert served == pytest.approx(local, abs=TOLERANCE), path
-    elif isinstance(local, dict):
-        assert isinstance(served, dict) and served.keys() == local.keys(), path
-        for key in local:
-            assert_close(served[key], local[key], f"{path}.{key}")
-    elif isinstance(local, list | tuple):
-        assert isinstance(served, list) and len(served) == len(local), path
-        for i, (s, v) in enumerate(zip(served, local, strict=True)):
-            assert_close(s, v, f"{path}[{i}]")
-    else:
-        assert served == local, path
 
 
 def score_http(app: RayApp, traces: list[dict[str, Any]]) -> httpx.Response:

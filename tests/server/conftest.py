@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from live_server import start_server
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 
 @pytest.fixture(scope="session")
@@ -26,19 +22,6 @@ def text_trace() -> dict[str, Any]:
 def open_limits() -> dict[str, int]:
     """`open_server`'s request limits: small enough that the error tests reach them with small requests."""
     return {"max_tokens_per_trace": 300, "max_traces_per_request": 8, "max_body_bytes": 64 * 1024}
-
-
-@pytest.fixture(scope="session")
-def model_root(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: str) -> Path:
-    """An allow-listed model root holding two tiny models: `tiny-a` (the shared tiny llama) and `tiny-b` (reseeded)."""
-    root = tmp_path_factory.mktemp("model-root")
-    shutil.copytree(tiny_model_dir, root / "tiny-a")
-    with torch.random.fork_rng():  # reseed without touching the RNG other tests see
-        torch.manual_seed(1)
-        other = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(tiny_model_dir))
-    other.save_pretrained(root / "tiny-b")
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "tiny-b")
-    return root
 
 
 @pytest.fixture(scope="session")

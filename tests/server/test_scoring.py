@@ -6,11 +6,10 @@ from typing import Any
 
 import httpx
 import pytest
+from result_compare import assert_close
 
 from ccapo import Scorer, Trace
 from ccapo.examples import load_examples
-
-TOLERANCE = 1e-4
 
 CONFIGS: list[dict[str, Any]] = [
     {},
@@ -41,22 +40,6 @@ def traces(scorer: Scorer, text_trace: dict[str, Any]) -> list[dict[str, Any]]:
     ids[1]["spans"] = [[0, 4], [6, 9]]
     no_answer = {**text_trace, "completion": "I am not sure.", "reference_answer": "132"}
     return [*texts, *ids, no_answer]
-
-
-def assert_close(served: Any, local: Any, path: str = "") -> None:
-    """Equal, except floats, which may differ by TOLERANCE (batch composition changes the sums' order)."""
-    if isinstance(local, float) and isinstance(served, int | float):
-        assert served == pytest.approx(local, abs=TOLERANCE), path
-    elif isinstance(local, dict):
-        assert isinstance(served, dict) and served.keys() == local.keys(), path
-        for key in local:
-            assert_close(served[key], local[key], f"{path}.{key}")
-    elif isinstance(local, list | tuple):
-        assert isinstance(served, list) and len(served) == len(local), path
-        for i, (s, v) in enumerate(zip(served, local, strict=True)):
-            assert_close(s, v, f"{path}[{i}]")
-    else:
-        assert served == local, path
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")

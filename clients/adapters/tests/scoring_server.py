@@ -43,6 +43,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir: str):
+    """The tiny llama's tokenizer, as the framework under test would load it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where tests save policies the server may load (its CCAPO_MODEL_ROOTS)."""
     return tmp_path_factory.mktemp("policies")

@@ -43,9 +43,11 @@ def make_experience(modules, tokenizer, observation: list[int] | None = None):
     rows, actions = [], []
     for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
         half = len(response) // 2
-        turns = [(response[:half], 1), (observation, 0), (response[half:], 1)] if observation and row == 0 else [
-            (response, 1)
-        ]
+        turns = (
+            [(response[:half], 1), (observation, 0), (response[half:], 1)]
+            if observation and row == 0
+            else [(response, 1)]
+        )
         sequence, action = list(prompt), [0] * len(prompt)
         for ids, is_action in turns:
             sequence += ids
@@ -77,7 +79,8 @@ def experience_maker(modules, provider: WeightProvider | None, estimator: str = 
     maker.kl_ctl = SimpleNamespace(value=0.0)
     advantage = SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=True)
     args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=2), reward=SimpleNamespace(clip_range=None),
+        rollout=SimpleNamespace(n_samples_per_prompt=2),
+        reward=SimpleNamespace(clip_range=None),
         algo=SimpleNamespace(advantage=advantage),
     )
     maker.strategy = SimpleNamespace(args=args)
@@ -108,8 +111,9 @@ def test_openrlhfs_advantages_are_weighted_on_action_tokens(openrlhf_modules, to
         torch.testing.assert_close(on_actions, expected.weights[row, : len(responses[row])])
 
 
-def test_weighted_advantages_weight_each_tokens_gradient_in_openrlhfs_policy_loss(openrlhf_modules, tokenizer,
-                                                                                  server_url):
+def test_weighted_advantages_weight_each_tokens_gradient_in_openrlhfs_policy_loss(
+    openrlhf_modules, tokenizer, server_url
+):
     experience, _ = make_experience(openrlhf_modules, tokenizer)
     stock = experience_maker(openrlhf_modules, None).compute_advantages_and_returns([copy.deepcopy(experience)])[0]
     ours = experience_maker(openrlhf_modules, remote(server_url)).compute_advantages_and_returns([experience])[0]
@@ -137,8 +141,9 @@ def test_weighted_advantages_weight_each_tokens_gradient_in_openrlhfs_policy_los
 def test_a_row_without_actions_stays_uniform(openrlhf_modules, tokenizer, server_url):
     experience, _ = make_experience(openrlhf_modules, tokenizer)
     experience.action_mask[1] = False
-    batch = experience_weights(experience.sequences, experience.attention_mask, experience.action_mask,
-                               remote(server_url))
+    batch = experience_weights(
+        experience.sequences, experience.attention_mask, experience.action_mask, remote(server_url)
+    )
     assert torch.all(batch.weights[1] == 1.0) and batch.errors[1] is None
     with pytest.raises(ValueError, match="S - 1"):
         experience_weights(experience.sequences, experience.attention_mask, experience.action_mask[:, :-1], None)
@@ -176,8 +181,9 @@ class ActorGroupOnCPU:
         return []  # the real group returns Ray refs, which the maker waits for
 
 
-def test_policy_sync_saves_the_actor_and_the_server_loads_it(openrlhf_modules, tokenizer, server_url, model_root,
-                                                           tiny_model_dir):
+def test_policy_sync_saves_the_actor_and_the_server_loads_it(
+    openrlhf_modules, tokenizer, server_url, model_root, tiny_model_dir
+):
     output_dir = model_root / "openrlhf-output"
     config = CounterfactualConfig(
         provider="remote", server_url=server_url, admin_key="admin", sync_every=1, sync_dir=str(output_dir)
@@ -211,6 +217,9 @@ def test_the_recipes_reward_scores_gsm8k_answers():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     label = "Natalia sold 48/2 = 24 clips in May.\n#### 72"
-    rewards = module.reward_func(["Q? So 48 + 24 = 72.\n#### 72", "Q? I think 70.", "Q? 1,000\n#### 1,000"],
-                                 ["Q?", "Q?", "Q?"], [label, label, "#### 1000"])
+    rewards = module.reward_func(
+        ["Q? So 48 + 24 = 72.\n#### 72", "Q? I think 70.", "Q? 1,000\n#### 1,000"],
+        ["Q?", "Q?", "Q?"],
+        [label, label, "#### 1000"],
+    )
     assert rewards["rewards"].tolist() == [1.0, 0.0, 1.0]

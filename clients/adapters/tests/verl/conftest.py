@@ -14,14 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "tests" / "integrations"))
 
-from scoring_server import model_root, server_url, tiny_model_dir  # noqa: F401  (session fixtures)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir: str):  # noqa: F811  (the imported fixture, requested by name)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+from scoring_server import model_root, server_url, tiny_model_dir, tokenizer  # noqa: F401  (session fixtures)
 
 
 @pytest.fixture(scope="session")
