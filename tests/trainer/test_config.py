@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ccapo_trainer.config import ConfigError, apply_overrides, load_config
+from ccapo_trainer.config import ConfigError, TrainConfig, apply_overrides, load_config
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -49,3 +49,12 @@ def test_config_files_that_cannot_load(tmp_path):
     (tmp_path / "list.yaml").write_text("- steps\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_training_weights_are_mean_one_unless_a_config_asks_for_the_papers():
+    assert TrainConfig().scoring.weights.scheme == "normalized"
+    demo = load_config(CONFIGS / "cpu_demo.yaml", ["scoring.weights.boost=2"])
+    assert (demo.scoring.weights.scheme, demo.scoring.weights.boost) == ("normalized", 2.0)
+    for arm in ("counterfactual", "uniform", "inverted", "random"):
+        assert load_config(CONFIGS / f"paper_{arm}.yaml", []).scoring.weights.scheme == "paper"
+    assert load_config(CONFIGS / "cpu_demo.yaml", ["scoring.weights.scheme=paper"]).scoring.weights.scheme == "paper"

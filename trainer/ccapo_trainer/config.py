@@ -14,11 +14,13 @@ from typing import Any, Literal
 
 import yaml
 from ccapo_adapters.batch import Weighting
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccapo.config import ScoringConfig
 from ccapo_trainer.advantages import ScaleRewards
 from ccapo_trainer.loss import LossConfig, LossType
+
+TRAIN_SCHEME = "normalized"  # mean 1 over the reasoning: the stock gradient scale
 
 
 class LoraSettings(BaseModel):
@@ -82,7 +84,9 @@ class TrainConfig(BaseModel):
     # -- weighting ------------------------------------------------------------------------------
     weighting: Weighting = "counterfactual"
     provider: Literal["inprocess", "remote"] = "inprocess"
-    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    # The library's default scheme is the paper's (weights average about 2-3 on scored rows, 1.0 on unscorable
+    # ones, which raises the effective learning rate); training defaults to mean 1. configs/paper*.yaml set "paper".
+    scoring: ScoringConfig = Field(default_factory=lambda: ScoringConfig(weights={"scheme": TRAIN_SCHEME}))
     server_url: str | None = Field(None, description='provider "remote": the scoring server (or several, comma)')
     server_api_key: str | None = None
     server_admin_key: str | None = None
@@ -116,6 +120,16 @@ class TrainConfig(BaseModel):
         description="log every process's SHA-256 of the trainable weights per step as params/sha256 "
         "(a multi-process run stops if they differ)",
     )
+
+    @field_validator("scoring", mode="before")
+    @classmethod
+    def _train_scheme_by_default(cls, value: Any) -> Any:
+        """A scoring mapping without a weight scheme gets the trainer's default, not the library's."""
+        if isinstance(value, dict):
+            weights = value.get("weights")
+            if weights is None or (isinstance(weights, dict) and "scheme" not in weights):
+                value = {**value, "weights": {**(weights or {}), "scheme": TRAIN_SCHEME}}
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
