@@ -75,3 +75,16 @@ def test_registered_tasks_and_rewards_are_found_by_name(monkeypatch):
         reward_fn("no-such-reward")
     with pytest.raises(ValueError, match="gsm8k, gsm_symbolic, arith, two"):
         load_problems("no-such-task", "train")
+
+
+def test_installed_tasks_and_rewards_are_found_by_entry_point():
+    # The testbed declares `arith` and `exact` in pyproject.toml; the trainer never imports it.
+    from ccapo_trainer.data import load_problems
+    from ccapo_trainer.rewards import reward_fn
+    from ccapo_trainer.testbed.reward import exact_reward
+    from ccapo_trainer.testbed.task import arith_task
+
+    assert load_problems("arith", "test", size=3, seed=1) == arith_task("test", size=3, seed=1)
+    assert reward_fn("exact") is exact_reward
+    with pytest.raises(ValueError, match="correctness, format, exact"):
+        reward_fn("no-such-reward")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,11 @@ def load_gsm_symbolic(n: int, seed: int = 0) -> list[Problem]:
     return [Problem(p.question, p.answer, p.solution) for p in gsm_symbolic_problems(n, seed)]
 
 
-# A task loader: (split, **dataset_kwargs) -> problems. Task packs register theirs here.
+# A task loader: (split, **dataset_kwargs) -> problems. Installed packages declare theirs under the
+# TASK_ENTRY_POINTS group (the testbed's `arith` is one); code registers its own with register_task.
 TaskLoader = Callable[..., list[Problem]]
-def _arith(split: str, **kwargs: Any) -> list[Problem]:
-    from ccapo_trainer.testbed.task import arith_task  # the CPU testbed's synthetic arithmetic task
-
-    return arith_task(split, **kwargs)
-
-
-TASKS: dict[str, TaskLoader] = {"arith": _arith}
+TASK_ENTRY_POINTS = "ccapo_trainer.tasks"
+TASKS: dict[str, TaskLoader] = {}
 
 # gsm_symbolic has no splits: each split is its own seeded draw, far apart so they never overlap.
 _SYMBOLIC_SPLIT_SEEDS = {"train": 0, "test": 1_000_003, "validation": 2_000_003}
@@ -104,7 +101,7 @@ def register_task(name: str, loader: TaskLoader) -> None:
 
 
 def load_problems(name: str, split: str, **kwargs: Any) -> list[Problem]:
-    """Problems by dataset name: "gsm8k", "gsm_symbolic", a registered task, or a .jsonl/.json/.parquet path.
+    """Problems by name: "gsm8k", "gsm_symbolic", a task (registered, else installed), or a .jsonl/.json/.parquet path.
 
     `kwargs` go to the loader: `data_files` for gsm8k, `size` and `seed` for gsm_symbolic, the field
     names for local files, the task's own knobs for a registered task.
@@ -114,11 +111,14 @@ def load_problems(name: str, split: str, **kwargs: Any) -> list[Problem]:
     if name == "gsm_symbolic":
         split_seed = _SYMBOLIC_SPLIT_SEEDS.get(split, zlib.crc32(split.encode()))
         return load_gsm_symbolic(int(kwargs.get("size", 2000)), seed=int(kwargs.get("seed", 0)) + split_seed)
+    installed = {entry.name: entry for entry in metadata.entry_points(group=TASK_ENTRY_POINTS)}
     if name in TASKS:
         return TASKS[name](split=split, **kwargs)
+    if name in installed:  # loaded only when asked for: a task pack's imports cost nothing otherwise
+        return installed[name].load()(split=split, **kwargs)
     if Path(name).suffix.lower() in (".jsonl", ".json", ".parquet"):
         return load_local(name, **kwargs)
-    known = ", ".join(["gsm8k", "gsm_symbolic", *TASKS])
+    known = ", ".join(dict.fromkeys(["gsm8k", "gsm_symbolic", *installed, *TASKS]))
     raise ValueError(f"unknown dataset {name!r}: use one of {known}, or a .jsonl/.json/.parquet file")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib import metadata
 
 from math_verify import parse, verify
 
@@ -40,18 +41,10 @@ def format_reward(completion: str, reference: str = "") -> float:
     return 0.0 if final_answer(completion) is None else 1.0
 
 
-def exact_integer_reward(completion: str, reference: str) -> float:
-    """The CPU testbed's exact reward: the text after the last "####" is the reference integer."""
-    from ccapo_trainer.testbed.reward import exact_reward
-
-    return exact_reward(completion, reference)
-
-
-REWARDS: dict[str, RewardFn] = {
-    "correctness": correctness_reward,
-    "format": format_reward,
-    "exact": exact_integer_reward,
-}
+# Installed packages declare their rewards under this entry-point group (the testbed's `exact` is one);
+# code registers its own with register_reward.
+REWARD_ENTRY_POINTS = "ccapo_trainer.rewards"
+REWARDS: dict[str, RewardFn] = {"correctness": correctness_reward, "format": format_reward}
 
 
 def register_reward(name: str, fn: RewardFn) -> None:
@@ -59,6 +52,11 @@ def register_reward(name: str, fn: RewardFn) -> None:
 
 
 def reward_fn(name: str) -> RewardFn:
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}: use one of {', '.join(REWARDS)} or register_reward() your own")
-    return REWARDS[name]
+    """A reward by name: registered with register_reward, else installed under REWARD_ENTRY_POINTS."""
+    if name in REWARDS:
+        return REWARDS[name]
+    installed = {entry.name: entry for entry in metadata.entry_points(group=REWARD_ENTRY_POINTS)}
+    if name in installed:
+        return installed[name].load()
+    known = ", ".join(dict.fromkeys([*REWARDS, *installed]))
+    raise ValueError(f"unknown reward {name!r}: use one of {known} or register_reward() your own")

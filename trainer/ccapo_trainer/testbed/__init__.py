@@ -1,4 +1,8 @@
-"""A CPU testbed: a synthetic arithmetic task with filler lines, a ~1M-parameter Llama, a cached warm start."""
+"""A CPU testbed: a synthetic arithmetic task with filler lines, a ~1M-parameter Llama, a cached warm start.
+
+The trainer never imports it: pyproject.toml declares its task (`dataset: arith`) and reward
+(`rewards: [exact]`) under the `ccapo_trainer.tasks` and `ccapo_trainer.rewards` entry points.
+"""
 
 from ccapo_trainer.testbed.model import ModelShape, tiny_model
 from ccapo_trainer.testbed.reward import exact_reward
