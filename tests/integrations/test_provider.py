@@ -104,11 +104,51 @@ def test_policy_sync_settings_are_checked_at_construction(tiny_model_dir, tmp_pa
             )
             return WeightProvider.remote(config)
 
-        assert remote("admin", tmp_path / "roots" / "policy").synced_step == 0
+        assert remote("admin", tmp_path / "roots" / "policy").synced_step is None  # nothing pushed yet
         with pytest.raises(ValueError, match="admin_key"):
             remote("wrong", tmp_path / "roots" / "policy")
         with pytest.raises(ValueError, match="MODEL_ROOTS"):
             remote("admin", tmp_path / "elsewhere")
         assert httpx.get(f"{server.url}/v1/model").json()["version"] == version  # the checks loaded nothing
+    finally:
+        server.discard()
+
+
+def test_a_remote_provider_checks_the_model_id_when_given(server_url):
+    served = httpx.get(f"{server_url}/v1/model").json()["id"]
+    provider = WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=server_url, model_id=served))
+    assert provider.scorer is not None
+    with pytest.raises(ValueError, match=f"runs model '{served}', not the expected 'other/model'"):
+        WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=server_url, model_id="other/model"))
+
+
+def test_the_starting_policy_is_pushed_at_step_0_and_a_failed_push_warns_and_retries(
+    tiny_model_dir, llama, tokenizer, tmp_path, caplog
+):
+    """A server left on another checkpoint is never taken for the policy: the first due step is step 0.
+    A refused push does not raise (the same in every adapter): a warning, the older model keeps scoring,
+    the lag grows, and the next step tries again."""
+    roots = tmp_path / "roots"
+    server = spawn_server(tiny_model_dir, {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(roots)})
+    try:
+        wait_ready(server)
+        version = httpx.get(f"{server.url}/v1/model").json()["version"]
+        config = CounterfactualConfig(
+            provider="remote", server_url=server.url, admin_key="admin", sync_every=2, sync_dir=str(roots / "policy")
+        )
+        provider = WeightProvider.remote(config)
+        assert provider.sync_due(0)
+        assert provider.maybe_sync(llama, tokenizer, 0) and provider.synced_step == 0
+        pushed = httpx.get(f"{server.url}/v1/model").json()["version"]
+        assert pushed != version
+        assert not provider.sync_due(1) and provider.sync_due(2)
+        with caplog.at_level(logging.WARNING, logger="ccapo_adapters.provider"):
+            assert provider.load_policy(str(tmp_path / "outside"), 2) is False  # outside the model roots: refused
+        assert provider.synced_step == 0 and provider.sync_due(3)  # retried at the next step
+        assert httpx.get(f"{server.url}/v1/model").json()["version"] == pushed
+        batch = provider.weights(encode(tokenizer, PROMPTS), encode(tokenizer, COMPLETIONS))
+        assert provider.metrics(batch, step=3)["ccapo/policy_lag_steps"] == 3.0
+        messages = [r.getMessage() for r in caplog.records if r.name == "ccapo_adapters.provider"]
+        assert len(messages) == 1 and "policy sync at step 2 failed" in messages[0] and "tries again" in messages[0]
     finally:
         server.discard()

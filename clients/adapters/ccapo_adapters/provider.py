@@ -41,7 +41,11 @@ class CounterfactualConfig:
     "remote" sends token ids to the scoring server(s) at `server_url`; "ray" to a Ray Serve
     deployment handle (`WeightProvider.from_handle`). With a server or Ray, `sync_every` > 0 pushes
     the policy there every that many optimizer steps: the trainer saves it to `sync_dir`, a path the
-    scorer can read, and asks the scorer to load it (which needs the server's admin key).
+    scorer can read, and asks the scorer to load it (which needs the server's admin key). The first
+    push happens before the first scored step (step 0), so a server left on an older checkpoint is
+    never taken for the policy. A failed push never stops training: it logs a warning, the scorer
+    keeps its older model (`ccapo/policy_lag_steps` grows) and the push is retried at the next step.
+    `model_id`, when given, is the model id the server must report (`GET /v1/model`) at start-up.
     """
 
     weighting: Weighting = "counterfactual"
@@ -56,6 +60,7 @@ class CounterfactualConfig:
     admin_key: str | None = None
     sync_every: int = 0
     sync_dir: str | None = None
+    model_id: str | None = None
     max_batch_tokens: int | None = None  # in-process: tokens per forward pass of the scorer
     scoring: Mapping[str, Any] = field(default_factory=dict)
 
@@ -93,7 +98,9 @@ class WeightProvider:
         self.config = config
         self.scorer = scorer
         self.scoring = config.scoring_config()
-        self.synced_step = 0  # a scorer is assumed to start with the initial policy
+        # The step whose policy the scorer holds. Without sync the scorer is taken to start with the initial
+        # policy; with sync it holds an unknown one (None) until the step-0 push.
+        self.synced_step: int | None = None if config.sync_every else 0
         self.last_seconds = 0.0
         self.outage: str | None = None  # the scorer's error while it fails, None while it answers
 
@@ -144,7 +151,12 @@ class WeightProvider:
         """
         if self.scorer is None or self.config.weighting == "uniform":
             return self
-        self.scorer.model_info()
+        info = self.scorer.model_info()
+        if self.config.model_id is not None and info.id != self.config.model_id:
+            raise ValueError(
+                f"the scorer runs model {info.id!r}, not the expected {self.config.model_id!r}: start the server "
+                "with that model (ccapo serve --model ...) or set model_id to the one it runs"
+            )
         self.scorer.score([_PROBE], self.scoring)
         if self.config.sync_every:
             self._check_sync_access()
@@ -219,37 +231,59 @@ class WeightProvider:
         metrics = {f"ccapo/{key}": value for key, value in batch.metrics(mask).items()}
         metrics["ccapo/score_seconds"] = self.last_seconds
         if self.config.provider != "inprocess" and step is not None:
-            metrics["ccapo/policy_lag_steps"] = float(step - self.synced_step)
+            metrics["ccapo/policy_lag_steps"] = float(step - (self.synced_step or 0))
         return metrics
 
     def sync_due(self, step: int) -> bool:
-        """Whether `sync_every` steps have passed since the scorer last loaded the policy."""
-        return bool(self.config.sync_every) and step - self.synced_step >= self.config.sync_every
+        """Whether the scorer has not loaded this run's policy yet, or `sync_every` steps have passed since."""
+        if not self.config.sync_every:
+            return False
+        return self.synced_step is None or step - self.synced_step >= self.config.sync_every
 
     def maybe_sync(self, model: Any, tokenizer: Any, step: int) -> bool:
-        """Push the policy to the scorer if `sync_every` steps have passed since the last push."""
-        if not self.sync_due(step):
-            return False
-        self.sync(model, tokenizer, step)
-        return True
+        """Push the policy to the scorer if it is due (see `sync_due`); whether the scorer now holds it."""
+        return self.sync_due(step) and self.sync(model, tokenizer, step)
 
-    def sync(self, model: Any, tokenizer: Any, step: int) -> None:
-        """Save the policy (a transformers model, LoRA merged) to `sync_dir` and have the scorer load it."""
+    def sync(self, model: Any, tokenizer: Any, step: int) -> bool:
+        """Save the policy (a transformers model, LoRA merged) to `sync_dir` and have the scorer load it.
+
+        Returns whether the scorer now holds it; a failure is logged, not raised (see `load_policy`).
+        """
         path = Path(self._sync_dir())
-        path.mkdir(parents=True, exist_ok=True)
-        save_merged(model, tokenizer, path)
-        self.load_policy(str(path), step)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            save_merged(model, tokenizer, path)
+        except OSError as err:
+            return self._sync_failed(step, err)
+        return self.load_policy(str(path), step)
 
-    def load_policy(self, path: str, step: int) -> None:
+    def load_policy(self, path: str, step: int) -> bool:
         """Have the scorer load the policy checkpoint at `path` (a path on the scorer's side), saved at `step`.
 
         For trainers that save the checkpoint themselves (verl's `hf_model`); resets the policy lag.
+        A refusal or an unreachable scorer never stops training: it logs a warning and returns False;
+        the scorer keeps its older model and `sync_due` stays true, so the next step tries again.
         """
+        from ccapo_client import ApiError
+
         if self.config.provider == "inprocess":
             raise ValueError("the in-process scorer is the policy itself: there is nothing to sync")
-        info = self.scorer.load_model(path)
+        try:
+            info = self.scorer.load_model(path)
+        except (ApiError, ConnectionError, OSError) as err:
+            return self._sync_failed(step, err)
         self.synced_step = step
         logger.info("the scorer now runs the policy of step %d (version %s)", step, info.version)
+        return True
+
+    def _sync_failed(self, step: int, err: Exception) -> bool:
+        logger.warning(
+            "policy sync at step %d failed (%s): training goes on, scored by the scorer's older model "
+            "(ccapo/policy_lag_steps grows); the next step tries again",
+            step,
+            err,
+        )
+        return False
 
     def _sync_dir(self) -> str:
         if self.config.provider == "inprocess" or not self.config.sync_dir:
