@@ -28,7 +28,7 @@ def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_d
         Trainer(config, train_problems=PROBLEMS, reward_fns=REWARDS).train()
     first, second = read_metrics(config.output_dir)
     assert first["weights/scored_share"] > 0 and second["weights/scored_share"] > 0
-    assert first["weighting/version_lag"] == 0  # the server started on the initial policy
+    assert first["weighting/version_lag"] == 0  # the starting policy was pushed at step 0
     assert second["weighting/version_lag"] == 0  # and loaded step 1's policy before step 2's rollouts were scored
     loaded = AutoModelForCausalLM.from_pretrained(sync_dir)  # the policy after the last step, as the server has it
     assert loaded.config.vocab_size == len(WORDS)

@@ -164,16 +164,24 @@ def test_policy_sync_loads_verls_hf_checkpoint_on_the_server(server_url, tokeniz
     trainer.actor_rollout_wg = ActorOnCPU(checkpoint_source=tiny_model_dir)
     first = httpx.get(f"{server_url}/v1/model").json()["version"]
 
-    trainer.global_steps = 2  # one update since the server's starting policy: not due yet
+    trainer.global_steps = 1  # no update yet: the starting policy is pushed, whatever the server held
     metrics: dict = {}
+    trainer._compute_advantage(put(rows, keys, "sync1-"), metrics)
+    assert trainer.actor_rollout_wg.saved == [f"{sync_dir}/global_step_1/actor"]
+    assert metrics["ccapo/policy_lag_steps"] == 0.0
+    started = httpx.get(f"{server_url}/v1/model").json()["version"]
+    assert started != first
+
+    trainer.global_steps = 2  # one update since: not due yet
+    metrics = {}
     trainer._compute_advantage(put(rows, keys, "sync2-"), metrics)
-    assert trainer.actor_rollout_wg.saved == [] and metrics["ccapo/policy_lag_steps"] == 1.0
+    assert len(trainer.actor_rollout_wg.saved) == 1 and metrics["ccapo/policy_lag_steps"] == 1.0
 
     trainer.global_steps = 3  # two updates: the actor saves its checkpoint and the server loads it first
     metrics = {}
     trainer._compute_advantage(put(rows, keys, "sync3-"), metrics)
-    assert trainer.actor_rollout_wg.saved == [f"{sync_dir}/global_step_3/actor"]
-    assert httpx.get(f"{server_url}/v1/model").json()["version"] != first
+    assert trainer.actor_rollout_wg.saved[1:] == [f"{sync_dir}/global_step_3/actor"]
+    assert httpx.get(f"{server_url}/v1/model").json()["version"] != started
     assert trainer.weight_provider.synced_step == 2 and metrics["ccapo/policy_lag_steps"] == 0.0
 
 
