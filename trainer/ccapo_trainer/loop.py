@@ -238,8 +238,8 @@ class Trainer:
         sampler = _Sampler(len(self.train_problems), config.seed, state.data, processes.rank, processes.count)
         prompt_cache: dict[int, list[int]] = {}
         run = _Run(self, processes, model, policy, tokenizer, optimizer, scheduler, reference, provider)
-        if provider.config.sync_every:  # the server may run any model: send the starting (or resumed) policy
-            run.sync_policy(state.step, now=True)
+        if self.checkpoint is not None and provider.config.sync_every:
+            run.sync_policy(state.step, now=True)  # the server may run anything by now: send the resumed policy
 
         interrupted = False
         with self._signals():
@@ -326,7 +326,9 @@ class _Run:
         self.scheduler = scheduler
         self.reference = reference
         self.provider = provider
-        self.scorer = Scorer(policy, tokenizer)  # segmenting only, for the uniform arm's metrics
+        # The provider's scorer serves every other arm; uniform's provider has none, and segmenting
+        # for its weight metrics needs one: never two scorers of one policy.
+        self.scorer = Scorer(policy, tokenizer) if self.config.weighting == "uniform" else None
         self.pad_id = tokenizer.pad_token_id
         self.completions: list[dict[str, Any]] = []  # the last step's samples, every process's
         self.vllm = None
