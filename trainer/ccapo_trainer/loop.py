@@ -238,8 +238,8 @@ class Trainer:
         sampler = _Sampler(len(self.train_problems), config.seed, state.data, processes.rank, processes.count)
         prompt_cache: dict[int, list[int]] = {}
         run = _Run(self, processes, model, policy, tokenizer, optimizer, scheduler, reference, provider)
-        if self.checkpoint is not None and provider.config.sync_every:
-            run.sync_policy(state.step, now=True)  # the server may run anything by now: send the resumed policy
+        if provider.config.sync_every:  # the server may run any model: send the starting (or resumed) policy
+            run.sync_policy(state.step, now=True)
 
         interrupted = False
         with self._signals():
