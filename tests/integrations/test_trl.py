@@ -226,7 +226,7 @@ def test_remote_provider_syncs_the_policy_to_a_real_server(tiny_model_dir, token
         last = httpx.get(f"{url}/v1/model").json()["version"]
     steps = [log for log in trainer.state.log_history if "loss" in log]
     assert [log["ccapo/weights/scored_share"] for log in steps] == [1.0, 1.0]
-    # Step 0 scores with the server's starting model (the initial policy); step 1 pushes the policy first.
+    # Step 0 pushes the initial policy (the server may hold any model), step 1 the updated one, each before scoring.
     assert [log["ccapo/policy_lag_steps"] for log in steps] == [0.0, 0.0]
     assert trainer.weight_provider.synced_step == 1 and last != first
     assert (tmp_path / "policy" / "model.safetensors").exists()

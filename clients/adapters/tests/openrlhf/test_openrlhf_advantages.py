@@ -194,12 +194,14 @@ def test_policy_sync_saves_the_actor_and_the_server_loads_it(
     first = httpx.get(f"{server_url}/v1/model").json()["version"]
 
     experience, _ = make_experience(openrlhf_modules, tokenizer)
-    maker.compute_advantages_and_returns([experience])  # step 0: the server holds the starting policy
-    assert maker.actor_model_group.saves == 0 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    maker.compute_advantages_and_returns([experience])  # step 0: the starting policy is pushed, whatever was served
+    assert maker.actor_model_group.saves == 1 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    started = httpx.get(f"{server_url}/v1/model").json()["version"]
+    assert started != first
     experience, _ = make_experience(openrlhf_modules, tokenizer)
     maker.compute_advantages_and_returns([experience])  # step 1: one update later, synced before scoring
-    assert maker.actor_model_group.saves == 1 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
-    assert httpx.get(f"{server_url}/v1/model").json()["version"] != first
+    assert maker.actor_model_group.saves == 2 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    assert httpx.get(f"{server_url}/v1/model").json()["version"] != started
     assert maker.weight_provider.synced_step == 1
 
 
