@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ccapo.estimators import Estimator
 from ccapo.interventions import Intervention
 from ccapo.spans import SegmenterName
 from ccapo.weights import WeightConfig
@@ -35,6 +36,15 @@ class ScoringConfig(BaseModel):
     max_span_tokens: int = Field(50, ge=1)
     window_tokens: int = Field(16, ge=1, description='"window" segmenter: tokens per window (at least)')
     placeholder: int | str | None = Field(None, description='"pad" intervention: replacement token (id or text)')
+    estimator: Estimator = Field(
+        "exact",
+        description='"exact" (the default): one counterfactual pass per span; "gradient": a first-order '
+        'approximation of every drop from one forward and one backward pass; "refine": exact drops of coarse '
+        "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`",
+    )
+    refine_budget: float = Field(
+        0.5, gt=0, le=1, description='"refine": share of the exact estimator\'s feed tokens it may spend in all'
+    )
     weights: WeightConfig = Field(default_factory=WeightConfig)
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ccapo.estimators import Estimator
 from ccapo.interventions import Branch, Intervention, additive_mask, branch, visibility
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,19 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class EngineJob:
-    """One trace ready for the engine: `ids` = prompt + reasoning + answer, spans as positions in `ids`."""
+    """One trace ready for scoring: `ids` = prompt + reasoning + answer, spans as positions in `ids`.
+
+    `estimator` says how its drops are estimated (`estimators.py`); the exact engine here takes
+    "exact" jobs, `Scorer.compute` routes the others.
+    """
 
     ids: list[int]
     answer_start: int
     spans: list[tuple[int, int]]
     intervention: Intervention
     placeholder: int
+    estimator: Estimator = "exact"
+    refine_budget: float = 0.5  # "refine": share of the exact feed tokens it may spend
 
     @property
     def counterfactuals(self) -> int:
@@ -61,6 +68,7 @@ class JobScores:
     base_logprob: float
     masked_logprobs: list[float]
     forward_tokens: int = 0  # tokens pushed through the model for this job
+    exact: list[bool] | None = None  # per span: its masked score was computed, not estimated (None: all were)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ class SpanImportance:
     kind: str
     masked_logprob: float
     drop: float
+    exact: bool = True  # False: `drop` was estimated (ScoringConfig.estimator), not computed
 
 
 @dataclass(frozen=True)

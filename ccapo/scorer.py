@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import ValidationError
@@ -22,9 +22,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
-from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress
+from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, _never
+from ccapo.estimators import ESTIMATORS
+from ccapo.gradient import gradient_scores
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
+from ccapo.refine import refine_scores
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
 from ccapo.spans import TokenSpan, char_range_to_tokens, custom_spans, segment
 from ccapo.trace import Trace
@@ -172,10 +175,9 @@ class Scorer:
         return prepared
 
     def compute(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
-        """Run prepared jobs: the fast engine, or the reference where the fast path is not exact."""
-        if self._exact_fast_path:
-            return self.engine.score(jobs, progress)
-        return reference_score(self.model, list(jobs))
+        """Run prepared jobs, each by its estimator; exact ones on the fast engine, or on the reference
+        where the fast path is not exact."""
+        return cast(list[JobScores], self._estimate(jobs, _never, progress))
 
     def compute_cancellable(self, jobs: Sequence[EngineJob], cancelled: Cancelled) -> list[JobScores | None]:
         """`compute`, dropping job i (its entry None) once `cancelled(i)` says so.
@@ -183,9 +185,37 @@ class Scorer:
         The fast engine asks before every forward pass; the reference engine before every job.
         A server uses this to stop work whose request is gone.
         """
+        return self._estimate(jobs, cancelled, None)
+
+    def _estimate(
+        self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
+    ) -> list[JobScores | None]:
+        results: list[JobScores | None] = [None] * len(jobs)
+        done = 0
+        for estimator in ESTIMATORS:
+            picked = [i for i, job in enumerate(jobs) if job.estimator == estimator]
+            if not picked:
+                continue
+            offset = done
+            step = None if progress is None else lambda k, _n, base=offset: progress(base + k, len(jobs))
+            run = _ESTIMATE[estimator]
+            scores = run(self, [jobs[i] for i in picked], lambda k, idx=picked: cancelled(idx[k]), step)
+            for i, score in zip(picked, scores, strict=True):
+                results[i] = score
+            done += len(picked)
+        return results
+
+    def _exact(
+        self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None = None
+    ) -> list[JobScores | None]:
         if self._exact_fast_path:
-            return self.engine.score_cancellable(jobs, cancelled)
-        return [None if cancelled(i) else reference_score(self.model, [job])[0] for i, job in enumerate(jobs)]
+            return self.engine.score_cancellable(jobs, cancelled, progress)
+        results: list[JobScores | None] = []
+        for i, job in enumerate(jobs):
+            results.append(None if cancelled(i) else reference_score(self.model, [job])[0])
+            if progress is not None:
+                progress(i + 1, len(jobs))
+        return results
 
     def placeholder_id(self, placeholder: int | str | None = None) -> int:
         """The "pad" intervention's replacement token.
@@ -296,6 +326,8 @@ class Scorer:
             spans=[(offset + s.token_start, offset + s.token_end) for s in spans],
             intervention=config.intervention,
             placeholder=placeholder,
+            estimator=config.estimator,
+            refine_budget=config.refine_budget,
         )
         return PreparedTrace(completion, tokens, answer, tuple(spans), job)
 
@@ -361,8 +393,11 @@ class Scorer:
                 kind=s.kind,
                 masked_logprob=masked,
                 drop=scores.base_logprob - masked,
+                exact=exact,
             )
-            for s, masked in zip(prepared.spans, scores.masked_logprobs, strict=True)
+            for s, masked, exact in zip(
+                prepared.spans, scores.masked_logprobs, scores.exact or [True] * len(prepared.spans), strict=True
+            )
         ]
         result = TraceImportance(
             status="ok",
@@ -424,3 +459,18 @@ def _validation_message(err: ValidationError) -> str:
         f"{'.'.join(str(p) for p in e['loc']) or 'trace'}: {e['msg'].removeprefix('Value error, ')}"
         for e in err.errors()
     )
+
+
+def _estimate_gradient(
+    scorer: Scorer, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
+) -> list[JobScores | None]:
+    return gradient_scores(scorer.model, jobs, cancelled, progress)
+
+
+def _estimate_refine(
+    scorer: Scorer, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
+) -> list[JobScores | None]:
+    return refine_scores(scorer._exact, jobs, cancelled, progress)
+
+
+_ESTIMATE = {"exact": Scorer._exact, "gradient": _estimate_gradient, "refine": _estimate_refine}

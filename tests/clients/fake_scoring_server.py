@@ -46,6 +46,7 @@ def result_for(trace: dict[str, Any]) -> dict[str, Any]:
                 "kind": "sentence",
                 "masked_logprob": -2.0,
                 "drop": 0.5,
+                "exact": True,
             }
         ],
         "answer": {"start": 0, "end": 1, "token_start": 1, "token_end": 2, "text": "5", "marker": "####"},

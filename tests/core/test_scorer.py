@@ -159,7 +159,7 @@ def test_result_round_trips_through_json(scorer):
     data = json.loads(json.dumps(result.to_dict()))
     assert set(data) >= {"status", "reason", "base_logprob", "spans", "token_weights", "tokens", "answer"}
     assert set(data["spans"][0]) == {
-        "start", "end", "token_start", "token_end", "text", "kind", "masked_logprob", "drop"
+        "start", "end", "token_start", "token_end", "text", "kind", "masked_logprob", "drop", "exact"
     }  # fmt: skip
     assert TraceImportance.from_dict(data) == result
 

@@ -25,6 +25,7 @@ class SpanImportance(_Wire):
     kind: str
     masked_logprob: float
     drop: float
+    exact: bool = True  # False: the drop was estimated (config "estimator"), not computed
 
 
 class AnswerRegion(_Wire):
