@@ -10,6 +10,7 @@ method this must agree with.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,10 +53,20 @@ class EngineJob:
 
     @cached_property
     def feed_tokens(self) -> int:
-        """Tokens the engine feeds for this job: its base pass plus each row's recomputed suffix.
+        """Tokens scoring this job may feed through the model, known before any model work.
 
-        Exactly `JobScores.forward_tokens` once scored, so a scheduler can budget work before running it.
+        Exact: its base pass plus each row's recomputed suffix, exactly `JobScores.forward_tokens`
+        once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
+        share of the exact cost, which it never exceeds. A scheduler budgets work by this.
         """
+        if self.estimator == "gradient":
+            return len(self.ids)
+        exact = self.exact_feed_tokens
+        return exact if self.estimator == "exact" else math.ceil(self.refine_budget * exact)
+
+    @property
+    def exact_feed_tokens(self) -> int:
+        """What the exact estimator feeds for this job's spans."""
         return len(self.ids) + sum(len(b.tokens) for b in self.branches())
 
     def branches(self) -> list[Branch]:
