@@ -24,6 +24,14 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyprojec
 
 setup: $(STAMP)
 
+# A new environment at $(1) holding only pip and the CPU torch build (for the frameworks' own pins).
+define fresh_venv
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet torch==2.13.0
+endef
+
 # verl 0.9.1 pins transformers<5.11 and the core needs >=5.24: the verl adapter (ccapo-adapters, torch and
 # ccapo-client only) is tested in its own environment against the real verl, scoring on a server that the
 # main environment runs. Besides verl's own dependencies, its v1 trainer imports TransferQueue, cachetools,
@@ -31,10 +39,7 @@ setup: $(STAMP)
 VERL_VENV := .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed
 $(VERL_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
-	rm -rf $(VERL_VENV)
-	$(PYTHON) -m venv $(VERL_VENV)
-	$(VERL_VENV)/bin/pip install --quiet --upgrade pip
-	$(VERL_VENV)/bin/pip install --quiet torch==2.13.0
+	$(call fresh_venv,$(VERL_VENV))
 	$(VERL_VENV)/bin/pip install --quiet verl==0.9.1 'TransferQueue>=0.1.10' cachetools fastapi uvicorn pytest \
 		-e clients/python -e clients/adapters
 	touch $@
@@ -48,10 +53,7 @@ verl-env: $(VERL_STAMP)
 OPENRLHF_VENV := .venv-openrlhf
 OPENRLHF_STAMP := $(OPENRLHF_VENV)/.installed
 $(OPENRLHF_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
-	rm -rf $(OPENRLHF_VENV)
-	$(PYTHON) -m venv $(OPENRLHF_VENV)
-	$(OPENRLHF_VENV)/bin/pip install --quiet --upgrade pip
-	$(OPENRLHF_VENV)/bin/pip install --quiet torch==2.13.0
+	$(call fresh_venv,$(OPENRLHF_VENV))
 	$(OPENRLHF_VENV)/bin/pip install --quiet --no-deps openrlhf==0.11.2
 	$(OPENRLHF_VENV)/bin/pip install --quiet transformers==5.15.0 ray==2.55.0 pylatexenc sympy setuptools wheel pytest \
 		-e clients/python -e clients/adapters
