@@ -116,7 +116,7 @@ class RayScorer(RemoteScorer):
         backoff: float = 0.5,
         max_backoff: float = 10.0,
     ):
-        self.client = _HandleClient(
+        client = _HandleClient(
             handle,
             api_key=api_key,
             admin_key=admin_key,
@@ -125,6 +125,4 @@ class RayScorer(RemoteScorer):
             backoff=backoff,
             max_backoff=max_backoff,
         )
-        self.max_concurrency = max_concurrency
-        self.last_model_version: str | None = None
-        self._info: ModelInfo | None = None
+        self._attach(client, max_concurrency)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ccapo_client.client import Client, Payload
+from ccapo_client.client import Client, Payload, _BaseClient
 from ccapo_client.errors import ApiError
 from ccapo_client.models import ModelInfo, ScoreResponse, TraceImportance
 
@@ -32,7 +32,11 @@ class RemoteScorer:
         max_concurrency: int = 4,
         **client_kwargs: Any,
     ):
-        self.client = Client(url_or_urls, api_key=api_key, **client_kwargs)
+        self._attach(Client(url_or_urls, api_key=api_key, **client_kwargs), max_concurrency)
+
+    def _attach(self, client: _BaseClient, max_concurrency: int) -> None:
+        """Score through `client`: the HTTP `Client`, or `RayScorer`'s client over a deployment handle."""
+        self.client = client
         self.max_concurrency = max_concurrency
         self.last_model_version: str | None = None
         self._info: ModelInfo | None = None  # the server's limits, fetched on first use
