@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TypeVar, cast
 
@@ -57,12 +57,16 @@ class EngineJob:
 
         Exact: its base pass plus each row's recomputed suffix, exactly `JobScores.forward_tokens`
         once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
-        share of the exact cost, which it never exceeds. A scheduler budgets work by this.
+        share of the exact cost, but never less than one block of all spans costs (the least that
+        yields any drop, at most the exact cost); refine never exceeds it. A scheduler budgets work by this.
         """
         if self.estimator == "gradient":
             return len(self.ids)
         exact = self.exact_feed_tokens
-        return exact if self.estimator == "exact" else math.ceil(self.refine_budget * exact)
+        if self.estimator == "exact":
+            return exact
+        whole = [(min(s for s, _ in self.spans), max(e for _, e in self.spans))] if self.spans else []
+        return max(math.ceil(self.refine_budget * exact), replace(self, spans=whole).exact_feed_tokens)
 
     @property
     def exact_feed_tokens(self) -> int:
