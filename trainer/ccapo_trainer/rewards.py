@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 
 from math_verify import parse, verify
 
 from ccapo.answer import find_answer
+from ccapo_trainer.data import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +62,30 @@ def reward_fn(name: str) -> RewardFn:
         return installed[name].load()
     known = ", ".join(dict.fromkeys([*REWARDS, *installed]))
     raise ValueError(f"unknown reward {name!r}: use one of {known} or register_reward() your own")
+
+
+@dataclass(frozen=True)
+class WeightedRewards:
+    """A run's reward: the weighted sum of its reward functions. `fns[0]` is the task's correctness:
+    its full marks make a sample correct (and it grades evaluation)."""
+
+    fns: list[RewardFn]
+    weights: list[float]
+
+    def __call__(self, texts: Sequence[str], problems: Sequence[Problem]) -> tuple[list[float], list[bool], int]:
+        """Per sample: the weighted sum, whether the first function gave full marks, and the number
+        of reward calls that raised (each scores 0: one bad sample must not stop the run)."""
+        totals, correct, failures = [], [], 0
+        for text, problem in zip(texts, problems, strict=True):
+            values = []
+            for fn in self.fns:
+                try:
+                    values.append(float(fn(text, problem.answer)))
+                except Exception as err:
+                    failures += 1
+                    values.append(0.0)
+                    name = getattr(fn, "__name__", "function")
+                    logger.warning("reward %s failed on a sample (%s: %s); it scores 0", name, type(err).__name__, err)
+            totals.append(sum(w * v for w, v in zip(self.weights, values, strict=True)))
+            correct.append(values[0] >= 1.0)
+        return totals, correct, failures
