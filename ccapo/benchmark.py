@@ -2,19 +2,21 @@
 
 Efficiency compares the engine's wall time with the time a plain forward pass (`model(input_ids)`,
 full logits) needs for the tokens the engine must compute anyway: each trace's base pass and, per
-counterfactual, the tokens from its first changed position on.
+counterfactual, the tokens from its first changed position on. Given an approximate estimator,
+it is timed on the same jobs and its drops are compared with the engine's exact ones.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ccapo.agreement import Agreement, drop_agreement
 from ccapo.config import ScoringConfig
-from ccapo.engine import EngineJob
+from ccapo.engine import EngineJob, JobScores
 from ccapo.gsm import gsm_traces
 from ccapo.reference import reference_score
 from ccapo.scorer import Scorer
@@ -43,10 +45,17 @@ class BenchResult:
     plain_tokens_per_s: float
     plain_shape: tuple[int, int]
     max_abs_drop_diff: float | None
+    estimate: EngineTiming | None = None  # an approximate estimator on the same jobs
+    agreement: Agreement | None = None  # its drops against the engine's exact ones
 
     @property
     def speedup(self) -> float | None:
         return self.reference.seconds / self.engine.seconds if self.reference else None
+
+    @property
+    def estimate_speedup(self) -> float | None:
+        """How much faster the approximate estimator ran than the exact engine."""
+        return self.engine.seconds / self.estimate.seconds if self.estimate else None
 
     @property
     def efficiency(self) -> float:
@@ -69,8 +78,14 @@ def plain_forward_throughput(scorer: Scorer, rows: int, width: int, repeats: int
 
 
 def run_benchmark(
-    scorer: Scorer, n: int = 32, seed: int = 0, config: ScoringConfig | None = None, reference: bool = True
+    scorer: Scorer,
+    n: int = 32,
+    seed: int = 0,
+    config: ScoringConfig | None = None,
+    reference: bool = True,
+    estimator: str = "exact",
 ) -> BenchResult:
+    """Time the engine (and the reference, and an approximate `estimator`) on `n` gsm_symbolic traces."""
     config = config or ScoringConfig()
     jobs = [p.job for p in scorer.prepare(gsm_traces(n, seed), config) if p.job is not None]
     scorer.engine.score(jobs[:2])  # warm-up: first-call allocations are not what we measure
@@ -98,10 +113,25 @@ def run_benchmark(
             default=0.0,
         )
 
+    estimate, found = None, None
+    if estimator != "exact":
+        approximate = [replace(job, estimator=estimator) for job in jobs]
+        scorer.compute(approximate[:2])  # warm-up, as for the engine
+        start = time.perf_counter()
+        estimated = scorer.compute(approximate)
+        _sync(scorer.model.device)
+        tokens = sum(s.forward_tokens for s in estimated)
+        estimate = EngineTiming(estimator, time.perf_counter() - start, _counterfactuals(jobs), tokens)
+        found = drop_agreement(estimator, [(_drops(e), _drops(f)) for e, f in zip(estimated, fast, strict=True)])
+
     width = round(engine.forward_tokens / (len(jobs) + engine.counterfactuals))
     rows = max(1, scorer.engine.max_batch_tokens // max(width, 1))
     plain = plain_forward_throughput(scorer, rows, width)
-    return BenchResult(len(jobs), ref_timing, engine, plain, (rows, width), diff)
+    return BenchResult(len(jobs), ref_timing, engine, plain, (rows, width), diff, estimate, found)
+
+
+def _drops(scores: JobScores) -> list[float]:
+    return [scores.base_logprob - masked for masked in scores.masked_logprobs]
 
 
 def _counterfactuals(jobs: list[EngineJob]) -> int:

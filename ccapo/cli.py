@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ccapo.config import ScoringConfig
+from ccapo.estimators import ESTIMATORS
 from ccapo.interventions import INTERVENTIONS
 from ccapo.scorer import Scorer, TraceError
 from ccapo.trace import Trace
@@ -89,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("-n", type=int, default=32, help="traces (default 32)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--no-reference", action="store_true", help="skip the (slow) naive reference")
+    bench.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="exact",
+        help="also time an approximate estimator on the same traces and compare its drops with exact's",
+    )
     _model_args(bench)
     _scoring_args(bench)
     bench.set_defaults(run=_bench)
@@ -98,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     faith.add_argument("--seed", type=int, default=0)
     faith.add_argument("--fillers", type=int, default=2, help="filler lines planted per trace")
     faith.add_argument("--interventions", nargs="+", choices=INTERVENTIONS, default=list(INTERVENTIONS))
+    faith.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=["exact"],
+        help="approximate estimators to score beside exact, with their agreement with exact's drops",
+    )
     _model_args(faith)
     faith.set_defaults(run=_faithfulness)
 
@@ -309,11 +323,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     scorer = _load(args)
     with stderr.status(f"benchmarking on {args.n} gsm_symbolic traces"):
-        result = run_benchmark(scorer, args.n, args.seed, _config(args), reference=not args.no_reference)
+        result = run_benchmark(
+            scorer, args.n, args.seed, _config(args), reference=not args.no_reference, estimator=args.estimator
+        )
     table = Table(title=f"{scorer.model_id} on {scorer.model.device} ({scorer.model.dtype}), {result.traces} traces")
     for column in ("engine", "traces/s", "tokens/s", "seconds", "counterfactuals", "tokens fed"):
         table.add_column(column, justify="right")
-    for timing in (result.reference, result.engine):
+    for timing in (result.reference, result.engine, result.estimate):
         if timing is not None:
             table.add_row(
                 timing.name,
@@ -328,6 +344,13 @@ def _bench(args: argparse.Namespace) -> int:
     if result.speedup is not None:
         console.print(f"speedup over the naive reference: [bold]{result.speedup:.2f}x[/bold]")
         console.print(f"largest drop difference, engine vs reference: {result.max_abs_drop_diff:.2e}")
+    if result.estimate is not None and result.agreement is not None:
+        found = result.agreement
+        console.print(
+            f"{found.estimator} against the exact engine: [bold]{result.estimate_speedup:.2f}x[/bold] faster; "
+            f"Spearman {found.spearman:.3f}, top-3 overlap {found.top_overlap:.3f}, "
+            f"same top 3 on {found.top_match:.0%} of {found.traces} traces"
+        )
     rows, width = result.plain_shape
     console.print(f"plain forward throughput at ({rows} x {width}): {result.plain_tokens_per_s:,.0f} tokens/s")
     console.print(f"efficiency (needed tokens / plain throughput / engine time): [bold]{result.efficiency:.2f}[/bold]")
@@ -338,10 +361,12 @@ def _faithfulness(args: argparse.Namespace) -> int:
     from ccapo.faithfulness import faithfulness_table, run_faithfulness
 
     scorer = _load(args)
-    rows = run_faithfulness(scorer, args.n, args.seed, args.fillers, args.interventions, progress=stderr.log)
+    rows = run_faithfulness(
+        scorer, args.n, args.seed, args.fillers, args.interventions, progress=stderr.log, estimators=args.estimators
+    )
     table = faithfulness_table(rows)
     table.title = f"{scorer.model_id}: {args.n} gsm_symbolic traces, {args.fillers} filler lines each, seed {args.seed}"
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     return 0
 
 

@@ -11,12 +11,13 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from ccapo.agreement import TOP_K, Agreement, agreement
 from ccapo.config import ScoringConfig
 from ccapo.gsm import LabeledLine, gsm_symbolic_problems, insert_fillers, math_prompt
 from ccapo.result import TraceImportance
@@ -36,6 +37,7 @@ class InterventionFaithfulness:
     ties count 1/2; NaN when either kind is missing). `calc_above_filler`: traces whose mean
     calculation drop exceeds their mean filler drop. `final_calc_first`: traces whose last
     calculation line has a strictly higher drop than every other line. `traces`: scored traces.
+    `estimator`: how the drops were estimated; `agreement`: an approximate one's against exact's.
     """
 
     intervention: str
@@ -43,6 +45,8 @@ class InterventionFaithfulness:
     calc_above_filler: int
     final_calc_first: int
     traces: int
+    estimator: str = "exact"
+    agreement: Agreement | None = None
 
 
 def build_faithfulness_traces(n: int, seed: int = 0, n_fillers: int = 2) -> tuple[list[Trace], list[list[LabeledLine]]]:
@@ -127,31 +131,49 @@ def run_faithfulness(
     n_fillers: int = 2,
     interventions: Sequence[str] = ("delete", "pad", "attention"),
     progress: Callable[[str], None] | None = None,
+    estimators: Sequence[str] = (),
 ) -> list[InterventionFaithfulness]:
-    """Score the same filler-planted traces under each intervention; `progress` hears each step."""
+    """Score the same filler-planted traces under each intervention, exactly and with each of
+    `estimators` (approximate ones, compared with exact); `progress` hears each step."""
     traces, labels = build_faithfulness_traces(n, seed, n_fillers)
     rows: list[InterventionFaithfulness] = []
     for intervention in interventions:
         if progress is not None:
             progress(f"scoring {len(traces)} traces with intervention={intervention}")
-        results = scorer.score(traces, ScoringConfig(intervention=intervention))
-        rows.append(faithfulness_metrics(results, labels, intervention))
+        exact = scorer.score(traces, ScoringConfig(intervention=intervention))
+        rows.append(faithfulness_metrics(exact, labels, intervention))
+        for estimator in (e for e in estimators if e != "exact"):
+            if progress is not None:
+                progress(f"scoring {len(traces)} traces with intervention={intervention}, estimator={estimator}")
+            results = scorer.score(traces, ScoringConfig(intervention=intervention, estimator=estimator))
+            row = faithfulness_metrics(results, labels, intervention)
+            rows.append(replace(row, estimator=estimator, agreement=agreement(estimator, results, exact)))
     return rows
 
 
 def faithfulness_table(rows: Sequence[InterventionFaithfulness]) -> Table:
-    """One row per intervention, counts out of the traces that could be scored."""
+    """One row per intervention (and estimator), counts out of the traces that could be scored;
+    with approximate estimators, their agreement with exact's drops too."""
+    compared = any(row.estimator != "exact" for row in rows)
     table = Table(title="Calculation lines vs planted fillers")
     table.add_column("intervention")
+    if compared:
+        table.add_column("estimator")
     table.add_column("AUC", justify="right")
     table.add_column("calc > filler", justify="right")
     table.add_column("final calc first", justify="right")
+    if compared:
+        table.add_column("Spearman vs exact", justify="right")
+        table.add_column(f"top-{TOP_K} overlap", justify="right")
     for row in rows:
-        auc = "n/a" if math.isnan(row.auc) else f"{row.auc:.3f}"
-        table.add_row(
-            row.intervention,
-            auc,
-            f"{row.calc_above_filler}/{row.traces}",
-            f"{row.final_calc_first}/{row.traces}",
-        )
+        cells = [_number(row.auc), f"{row.calc_above_filler}/{row.traces}", f"{row.final_calc_first}/{row.traces}"]
+        if compared:
+            found = row.agreement
+            cells = [row.estimator, *cells]
+            cells += [_number(found.spearman), _number(found.top_overlap)] if found else ["", ""]
+        table.add_row(row.intervention, *cells)
     return table
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"

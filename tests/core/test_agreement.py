@@ -1,0 +1,88 @@
+"""Agreement of an approximate estimator with exact drops: the metrics, and `ccapo bench` /
+`ccapo faithfulness` reporting them on a tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ccapo.agreement import agreement, drop_agreement, ranks, spearman, top_overlap
+from ccapo.cli import main
+from ccapo.faithfulness import InterventionFaithfulness, faithfulness_table
+from ccapo.result import SpanImportance, TraceImportance
+
+
+def test_ranks_share_ties():
+    assert ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_spearman_known_values():
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(3))  # tied ranks 1.5, 1.5, 3
+    assert spearman([0.1, 5.0, 7.0], [1, 2, 100]) == pytest.approx(1.0)  # ranks, not values
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3])) and math.isnan(spearman([1], [2]))
+    with pytest.raises(ValueError, match="one length"):
+        spearman([1, 2], [1, 2, 3])
+
+
+def test_top_overlap():
+    exact = [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    assert top_overlap([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], exact) == 0.0
+    assert top_overlap([6.0, 5.0, 0.0, 3.5, 1.0, 0.0], exact) == pytest.approx(2 / 3)
+    assert top_overlap([2.0, 1.0], [1.0, 2.0]) == 1.0  # two spans: the top 3 is all of them
+
+
+def _result(drops: list[float], ok: bool = True) -> TraceImportance:
+    spans = [SpanImportance(i, i + 1, i, i + 1, "x", "sentence", -1.0 - d, d, exact=False) for i, d in enumerate(drops)]
+    n = len(drops)
+    return TraceImportance(
+        status="ok" if ok else "unscorable", completion="x" * n, tokens=["x"] * n, token_weights=[1.0] * n, spans=spans
+    )
+
+
+def test_agreement_averages_over_traces_and_skips_unscorable():
+    exact = [_result([3.0, 2.0, 1.0, 0.0]), _result([0.0, 1.0, 2.0, 3.0]), _result([1.0], ok=False)]
+    estimated = [_result([3.0, 2.0, 1.0, 0.0]), _result([0.0, 2.0, 1.0, 3.0]), _result([1.0], ok=False)]
+    found = agreement("gradient", estimated, exact)
+    assert found.traces == 2
+    assert found.spearman == pytest.approx((1.0 + 0.8) / 2)
+    assert found.top_overlap == 1.0 and found.top_match == 1.0  # the same top-3 set, in another order
+    worse = agreement("gradient", [_result([0.0, 1.0, 2.0, 3.0])], exact[:1])
+    assert worse.spearman == pytest.approx(-1.0) and worse.top_overlap == pytest.approx(2 / 3) and worse.top_match == 0
+
+
+def test_agreement_refuses_results_of_other_spans():
+    with pytest.raises(ValueError, match="different spans"):
+        agreement("gradient", [_result([1.0, 2.0])], [_result([1.0, 2.0, 3.0])])
+    assert math.isnan(drop_agreement("gradient", []).spearman)
+
+
+def test_faithfulness_table_shows_the_comparison():
+    from rich.console import Console
+
+    from ccapo.agreement import Agreement
+
+    rows = [
+        InterventionFaithfulness("delete", 0.9, 3, 2, 4),
+        InterventionFaithfulness("delete", 0.7, 2, 1, 4, "gradient", Agreement("gradient", 0.654, 0.5, 0.25, 4)),
+    ]
+    console = Console(record=True, width=140)
+    console.print(faithfulness_table(rows))
+    text = console.export_text()
+    assert "gradient" in text and "0.654" in text and "0.500" in text and "0.700" in text
+
+
+def test_bench_compares_an_estimator_with_exact(tiny_model_dir, capsys):
+    args = ["bench", "-n", "2", "--no-reference", "--estimator", "gradient", "--model", tiny_model_dir]
+    assert main([*args, "--segmenter", "sentence"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient against the exact engine" in out and "Spearman" in out and "top-3 overlap" in out
+
+
+def test_faithfulness_compares_estimators_with_exact(tiny_model_dir, capsys):
+    args = ["faithfulness", "-n", "2", "--interventions", "delete", "--model", tiny_model_dir]
+    assert main([*args, "--estimators", "gradient", "refine"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient" in out and "refine" in out and "Spearman vs exact" in out
