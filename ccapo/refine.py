@@ -8,7 +8,10 @@ For one job with n spans:
    end, since an engine row takes one contiguous range: the reasoning between its spans (what the
    segmenter left unprobed) is deleted (padded, hidden) with them, and its effect is in the block's
    drop. k starts at round(√n), which balances the block pass (k rows) against refining one block
-   (n/k rows), and shrinks until the block pass fits the budget.
+   (n/k rows), and shrinks until the block pass fits the budget. If what the block pass leaves
+   cannot pay for refining any block (the second base pass alone is most of it on short traces),
+   the block pass takes the budget instead: the most blocks that fit, found by bisection (the
+   block pass costs more with more blocks), and nothing is refined.
 2. Block pass: the base pass plus one exact row per block.
 3. Refinement: blocks of two or more spans, highest (signed) drop first, since the spans that earn
    weight are those whose removal hurts the answer, get one exact row per span while the budget
@@ -30,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from ccapo.engine import Cancelled, EngineJob, JobScores, Progress
 
@@ -43,12 +47,23 @@ class Plan:
     job: EngineJob
     blocks: list[list[int]]
 
-    @property
+    @cached_property
     def block_job(self) -> EngineJob:
         """The job whose rows are the blocks, each one contiguous range."""
         spans = self.job.spans
         ranges = [(spans[block[0]][0], spans[block[-1]][1]) for block in self.blocks]
         return replace(self.job, spans=ranges, estimator="exact")
+
+    @cached_property
+    def left(self) -> int:
+        """Feed tokens of the job's budget the block pass leaves."""
+        return self.job.feed_tokens - self.block_job.exact_feed_tokens
+
+    @cached_property
+    def refine_costs(self) -> list[int]:
+        """Each block's refinement: one row per span (the first refined block also pays a base pass)."""
+        rows = [len(b.tokens) for b in self.job.branches()]
+        return [sum(rows[i] for i in block) for block in self.blocks]
 
     def fine_job(self, members: list[int]) -> EngineJob:
         """The job whose rows are the spans `members` (indices into the job's spans)."""
@@ -57,29 +72,51 @@ class Plan:
 
 def plan(job: EngineJob) -> Plan:
     """The blocks of a job: one per span when its budget affords the exact pass, else about √n
-    blocks, fewer while the block pass would exceed the budget (one block always fits)."""
+    blocks, fewer while the block pass would exceed the budget (one block always fits), or the
+    most blocks that fit when no block could be refined beside them."""
     order = sorted(range(len(job.spans)), key=lambda i: job.spans[i])
     if job.exact_feed_tokens <= job.feed_tokens:
         return Plan(job, [[i] for i in order])
+
+    def fits(k: int) -> bool:
+        return Plan(job, groups(order, k)).block_job.exact_feed_tokens <= job.feed_tokens
+
     k = max(1, round(math.sqrt(len(order))))
-    while k > 1 and Plan(job, _groups(order, k)).block_job.exact_feed_tokens > job.feed_tokens:
+    while k > 1 and not fits(k):
         k -= 1
-    return Plan(job, _groups(order, k))
+    if not _refinable(Plan(job, groups(order, k))):
+        low, high = k, len(order) - 1  # k fits; n blocks (the exact pass) do not
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        k = low
+    return Plan(job, groups(order, k))
+
+
+def groups(order: list[int], k: int) -> list[list[int]]:
+    """`order` cut into k consecutive groups whose sizes differ by at most one, larger ones first."""
+    size, extra = divmod(len(order), k)
+    bounds = [b * size + min(b, extra) for b in range(k + 1)]
+    return [order[bounds[b] : bounds[b + 1]] for b in range(k)]
+
+
+def _refinable(plan: Plan) -> bool:
+    """Whether the cheapest multi-span block's refinement fits what the block pass leaves."""
+    costs = [cost for cost, block in zip(plan.refine_costs, plan.blocks, strict=True) if len(block) > 1]
+    return bool(costs) and len(plan.job.ids) + min(costs) <= plan.left
 
 
 def to_refine(plan: Plan, coarse: JobScores) -> list[int]:
     """The blocks whose spans get exact rows: multi-span blocks, highest drop first, each that fits
     what the block pass left of the budget (the first one chosen also pays a base pass)."""
-    job = plan.job
-    left = job.feed_tokens - plan.block_job.exact_feed_tokens
-    row_cost = [len(b.tokens) for b in job.branches()]
+    left = plan.left
     ranked = sorted(
         (b for b, block in enumerate(plan.blocks) if len(block) > 1),
         key=lambda b: (coarse.masked_logprobs[b], b),  # lowest masked score = highest drop
     )
     chosen: list[int] = []
     for b in ranked:
-        cost = sum(row_cost[i] for i in plan.blocks[b]) + (0 if chosen else len(job.ids))
+        cost = plan.refine_costs[b] + (0 if chosen else len(plan.job.ids))
         if cost <= left:
             chosen.append(b)
             left -= cost
@@ -132,10 +169,3 @@ def _combine(plan: Plan, coarse: JobScores, members: list[int], fine: JobScores 
             masked[i], exact[i] = value, True
     fed = coarse.forward_tokens + (fine.forward_tokens if fine is not None else 0)
     return JobScores(base, masked, fed, exact)
-
-
-def _groups(order: list[int], k: int) -> list[list[int]]:
-    """`order` cut into k consecutive groups whose sizes differ by at most one, larger ones first."""
-    size, extra = divmod(len(order), k)
-    bounds = [b * size + min(b, extra) for b in range(k + 1)]
-    return [order[bounds[b] : bounds[b + 1]] for b in range(k)]

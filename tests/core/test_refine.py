@@ -15,7 +15,7 @@ from ccapo import Scorer, ScoringConfig, Trace
 from ccapo.engine import EngineJob, JobScores
 from ccapo.gsm import gsm_traces
 from ccapo.reference import reference_score
-from ccapo.refine import plan, refine_scores
+from ccapo.refine import Plan, groups, plan, refine_scores
 
 TOLERANCE = 1e-4
 # Sixteen 6-token windows per trace: enough spans for several blocks of several spans.
@@ -134,10 +134,10 @@ def scripted(block_drops: list[float], calls: list[list[EngineJob]]):
 
 
 def toy_with_room_for(extra: int) -> EngineJob:
-    """TOY with a budget of its block pass plus `extra` tokens."""
-    target = plan(replace(TOY, refine_budget=0.5)).block_job.exact_feed_tokens + extra
+    """TOY with a budget of its three-block pass plus `extra` tokens."""
+    target = Plan(TOY, groups(list(range(9)), 3)).block_job.exact_feed_tokens + extra
     job = replace(TOY, refine_budget=target / TOY.exact_feed_tokens)
-    assert target <= job.feed_tokens <= target + 1 and len(plan(job).blocks) == 3
+    assert target <= job.feed_tokens <= target + 1
     return job
 
 
@@ -152,23 +152,35 @@ def block_cost(block: int) -> int:
         ([1.0, 2.0, 5.0], "middle", [2]),  # the highest drop fits; what is left cannot pay for another
         ([5.0, 2.0, 1.0], "middle", [1]),  # the highest drop does not fit: skipped, the next one fits
         ([-9.0, 1.0, 2.0], "first", [2]),  # signed drops, not sizes: a large negative drop comes last
-        ([1.0, 2.0, 3.0], "none", []),  # no room for the second base pass
     ],
 )
 def test_blocks_are_refined_highest_drop_first_while_they_fit(block_drops, room, refined):
-    extra = {"first": len(TOY.ids) + block_cost(0), "middle": len(TOY.ids) + block_cost(1), "none": len(TOY.ids)}
+    extra = {"first": len(TOY.ids) + block_cost(0), "middle": len(TOY.ids) + block_cost(1)}
     job = toy_with_room_for(extra[room])
+    assert len(plan(job).blocks) == 3
     calls: list[list[EngineJob]] = []
     (got,) = refine_scores(scripted(block_drops, calls), [job], lambda i: False)
     members = [i for b in refined for i in range(3 * b, 3 * b + 3)]
     assert got.exact == [i in members for i in range(9)]
-    assert len(calls) == (2 if refined else 1)
-    if refined:
-        assert calls[1][0].spans == [TOY.spans[i] for i in members]
+    assert len(calls) == 2 and calls[1][0].spans == [TOY.spans[i] for i in members]
     assert got.forward_tokens == sum(j.exact_feed_tokens for c in calls for j in c) <= job.feed_tokens
     for b, drop in enumerate(block_drops):  # unrefined 5-token spans share their block's drop evenly
         expected = [1.0] * 3 if b in refined else [drop / 3] * 3
         assert drops(got)[3 * b : 3 * b + 3] == pytest.approx(expected)
+
+
+def test_a_budget_that_cannot_refine_buys_the_most_blocks_that_fit():
+    job = toy_with_room_for(len(TOY.ids))  # three blocks and a second base pass: no block's rows fit
+    blocks = plan(job).blocks
+
+    def cost(k: int) -> int:
+        return Plan(job, groups(list(range(9)), k)).block_job.exact_feed_tokens
+
+    assert len(blocks) > 3 and cost(len(blocks)) <= job.feed_tokens < cost(len(blocks) + 1)
+    calls: list[list[EngineJob]] = []
+    (got,) = refine_scores(scripted([1.0] * len(blocks), calls), [job], lambda i: False)
+    assert len(calls) == 1 and got.forward_tokens == cost(len(blocks))
+    assert got.exact == [len(block) == 1 for block in blocks for _ in block]
 
 
 # -- batching, cancellation, progress ----------------------------------------------------------
