@@ -106,6 +106,18 @@ def test_weighting_modes(scorer, ids, listed):
         score_token_batch(scorer, *ids, weighting="bogus")
 
 
+def test_a_control_arm_applies_its_scheme_and_refuses_a_contradicting_one(scorer, ids):
+    """The arm decides the scheme: "paper" names the mapping the controls invert; "normalized" has no
+    control, so asking for both is an error, not silently the control's weights."""
+    inverted = score_token_batch(scorer, *ids, weighting="inverted", config={"weights": {"scheme": "paper"}})
+    explicit = score_token_batch(scorer, *ids, config={"weights": {"scheme": "inverted"}})
+    torch.testing.assert_close(inverted.weights, explicit.weights)
+    with pytest.raises(ValueError, match="contradicts scheme 'normalized'"):
+        score_token_batch(scorer, *ids, weighting="inverted", config={"weights": {"scheme": "normalized"}})
+    with pytest.raises(ValueError, match="set weighting 'random'"):
+        score_token_batch(scorer, *ids, weighting="counterfactual", config={"weights": {"scheme": "random"}})
+
+
 def test_remote_scoring_matches_in_process(server_url, ids, listed, tokenizer):
     prompts, completions = ids
     prompt_ids, prompt_mask = pad(prompts, tokenizer.pad_token_id, "left")

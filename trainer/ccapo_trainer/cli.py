@@ -51,14 +51,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     experiment.add_argument("--seeds", type=int, default=3, help="RL seeds per arm (default 3)")
     experiment.add_argument("--steps", type=int, help="RL steps per run (default 100)")
     experiment.add_argument(
-        "--arms", type=lambda text: [arm.strip() for arm in text.split(",")],
+        "--arms",
+        type=lambda text: [arm.strip() for arm in text.split(",")],
         help="comma-separated (default: uniform,counterfactual,inverted,random)",
     )
     experiment.add_argument("--smoke", action="store_true", help="a minute-long run that checks the pipeline only")
     experiment.add_argument("-o", "--output", type=Path, default=Path("runs/testbed"), help="output directory")
     experiment.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="training settings, e.g. learning_rate=5e-5 "
-        "scoring.weights.scheme=normalized (use a new --output: runs made with other settings are never reused)"
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="training settings, e.g. learning_rate=5e-5 "
+        "counterfactual.scheme=normalized (use a new --output: runs made with other settings are never reused)",
     )
     experiment.set_defaults(run=_experiment)
 
@@ -150,10 +154,19 @@ def _eval(args: argparse.Namespace) -> int:
     table.add_row(args.model or "default", str(result.total), str(result.correct), f"{result.accuracy:.3f}")
     Console().print(table)
     if args.output:
-        rows = [{"question": p.question, "answer": p.answer, "completion": c}
-                for p, c in zip(problems, result.completions, strict=True)]
-        summary = {"model": args.model, "data": args.data, "split": args.split, "accuracy": result.accuracy,
-                   "correct": result.correct, "total": result.total, "samples": rows}
+        rows = [
+            {"question": p.question, "answer": p.answer, "completion": c}
+            for p, c in zip(problems, result.completions, strict=True)
+        ]
+        summary = {
+            "model": args.model,
+            "data": args.data,
+            "split": args.split,
+            "accuracy": result.accuracy,
+            "correct": result.correct,
+            "total": result.total,
+            "samples": rows,
+        }
         args.output.write_text(json.dumps(summary, indent=1))
     return 0
 
@@ -163,6 +176,7 @@ def _experiment(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ccapo_trainer.config import apply_overrides
+    from ccapo_trainer.config_aliases import upgrade_override
     from ccapo_trainer.testbed.experiment import ExperimentConfig, run_experiment
 
     config = ExperimentConfig.smoke() if args.smoke else ExperimentConfig(seeds=tuple(range(args.seeds)))
@@ -173,7 +187,7 @@ def _experiment(args: argparse.Namespace) -> int:
             config = dataclasses.replace(config, seeds=tuple(range(args.seeds)))
         if args.arms:
             config = dataclasses.replace(config, arms=tuple(dict.fromkeys(args.arms)))
-        train = apply_overrides(copy.deepcopy(config.train), args.overrides)
+        train = apply_overrides(copy.deepcopy(config.train), [upgrade_override(o) for o in args.overrides])
     except ValueError as err:  # ConfigError included
         stderr.print(f"[red]error:[/red] {err}")
         return 2
@@ -197,8 +211,10 @@ def _experiment(args: argparse.Namespace) -> int:
             stderr.print(f"[red]error:[/red] {err}")
             return 2
     for arm, row in summary["arms"].items():
-        stderr.print(f"{arm:>15}: final held-out accuracy {row['final_mean']:.3f} "
-                     f"(95% {row['final_ci95'][0]:.3f} to {row['final_ci95'][1]:.3f})")
+        stderr.print(
+            f"{arm:>15}: final held-out accuracy {row['final_mean']:.3f} "
+            f"(95% {row['final_ci95'][0]:.3f} to {row['final_ci95'][1]:.3f})"
+        )
     stderr.print(f"report: {args.output / 'report.md'}")
     return 0
 

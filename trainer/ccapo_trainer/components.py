@@ -99,7 +99,7 @@ def build_components(
     if processes.is_main:
         (output_dir / "config.yaml").write_text(config.to_yaml())
         metrics_log = MetricsLog(output_dir, state.step if checkpoint else None, config.tensorboard)
-    provider = weight_provider(config, policy, tokenizer, output_dir)
+    provider = weight_provider(config, policy, tokenizer)
     provider.synced_step = state.synced_step
     prompts = PromptSampler(
         problems,
@@ -122,7 +122,7 @@ def build_components(
         optimizer=optimizer,
         scheduler=scheduler,
         provider=provider,
-        segmenter=Scorer(policy, tokenizer) if config.weighting == "uniform" else None,
+        segmenter=Scorer(policy, tokenizer) if config.counterfactual.weighting == "uniform" else None,
         generator=_generator(config, policy, tokenizer, accelerator),
         rewards=rewards,
         prompts=prompts,

@@ -1,9 +1,15 @@
-"""A training run's configuration: one flat, validated model with TRL's names, read from YAML plus overrides.
+"""A training run's configuration: one validated model with TRL's names, read from YAML plus overrides.
 
-`load_config("configs/x.yaml", ["lr=1e-5", "scoring.intervention=pad"])` reads the file (which may
-`include:` a base file, relative to itself), applies `key=value` overrides (values parsed as YAML,
-dotted keys reach into `scoring` and `lora`) and validates the result, so a typo fails at once
-with the key's name instead of hours into a run.
+`load_config("configs/x.yaml", ["lr=1e-5", "counterfactual.scoring.intervention=pad"])` reads the
+file (which may `include:` a base file, relative to itself), applies `key=value` overrides (values
+parsed as YAML, dotted keys reach into sections such as `counterfactual` and `lora`) and validates
+the result, so a typo fails at once with the key's name instead of hours into a run.
+
+The weighting settings are one section, `counterfactual`: the `CounterfactualConfig` every RL
+adapter takes (`ccapo_adapters.config`), whose scoring config is checked here against
+`ccapo.ScoringConfig`. The flat names they had before (`weighting`, `provider`, `scoring`,
+`server_url`, `server_api_key`, `server_admin_key`, `sync_every`, `sync_dir`) still load for one
+release, with a FutureWarning naming the new key (`config_aliases.py`).
 """
 
 from __future__ import annotations
@@ -13,14 +19,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from ccapo_adapters.batch import Weighting
+from ccapo_adapters.config import CounterfactualConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ccapo.config import ScoringConfig
 from ccapo_trainer.advantages import ScaleRewards
+from ccapo_trainer.config_aliases import SECTION, FlatWeightingNames, move_flat_keys, section_fields, upgrade_override
 from ccapo_trainer.loss import LossConfig, LossType
 
-TRAIN_SCHEME = "normalized"  # mean 1 over the reasoning: the stock gradient scale
+DEFAULT_OUTPUT_DIR = "runs/default"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TRAIN_SCHEME":  # the training default is everyone's default now
+        import warnings
+
+        from ccapo_adapters.config import DEFAULT_SCHEME
+
+        warnings.warn("TRAIN_SCHEME is deprecated: use ccapo_adapters.config.DEFAULT_SCHEME", DeprecationWarning, 2)
+        return DEFAULT_SCHEME
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LoraSettings(BaseModel):
@@ -34,7 +52,7 @@ class LoraSettings(BaseModel):
     target_modules: str | list[str] = "all-linear"
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(FlatWeightingNames, BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # -- model ----------------------------------------------------------------------------------
@@ -82,16 +100,11 @@ class TrainConfig(BaseModel):
     num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch (GRPO's mu)")
 
     # -- weighting ------------------------------------------------------------------------------
-    weighting: Weighting = "counterfactual"
-    provider: Literal["inprocess", "remote"] = "inprocess"
-    # The library's default scheme is the paper's (weights average about 2-3 on scored rows, 1.0 on unscorable
-    # ones, which raises the effective learning rate); training defaults to mean 1. configs/paper*.yaml set "paper".
-    scoring: ScoringConfig = Field(default_factory=lambda: ScoringConfig(weights={"scheme": TRAIN_SCHEME}))
-    server_url: str | None = Field(None, description='provider "remote": the scoring server (or several, comma)')
-    server_api_key: str | None = None
-    server_admin_key: str | None = None
-    sync_every: int = Field(1, ge=0, description="remote: send the policy to the server every N steps (0: never)")
-    sync_dir: str | None = Field(None, description="remote: where synced policies go, readable by the server")
+    counterfactual: CounterfactualConfig = Field(
+        default_factory=CounterfactualConfig,
+        description="the arm, weight scheme, scoring config and provider (a remote one's sync_dir: "
+        "OUTPUT_DIR/sync unless set)",
+    )
 
     # -- optimization ---------------------------------------------------------------------------
     steps: int = Field(500, ge=1)
@@ -105,7 +118,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
     # -- output, checkpoints, evaluation --------------------------------------------------------
-    output_dir: str = "runs/default"
+    output_dir: str = DEFAULT_OUTPUT_DIR
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     eval_every: int = Field(0, ge=0, description="greedy held-out accuracy every N steps (0: never)")
@@ -121,20 +134,33 @@ class TrainConfig(BaseModel):
         "(a multi-process run stops if they differ)",
     )
 
-    @field_validator("scoring", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _train_scheme_by_default(cls, value: Any) -> Any:
-        """A scoring mapping without a weight scheme gets the trainer's default, not the library's."""
-        if isinstance(value, dict):
-            weights = value.get("weights")
-            if weights is None or (isinstance(weights, dict) and "scheme" not in weights):
-                value = {**value, "weights": {**(weights or {}), "scheme": TRAIN_SCHEME}}
-        return value
+    def _one_weighting_section(cls, data: Any) -> Any:
+        """Flat weighting names move into the section; a remote scorer syncs from OUTPUT_DIR/sync by default."""
+        if not isinstance(data, dict):
+            return data
+        data = move_flat_keys(dict(data))
+        section = section_fields(data.get(SECTION))
+        remote = section.get("provider") == "remote" and section.get("weighting") != "uniform"
+        if remote and not section.get("sync_dir"):
+            section["sync_dir"] = str(Path(data.get("output_dir") or DEFAULT_OUTPUT_DIR) / "sync")
+        data[SECTION] = section
+        return data
+
+    @field_validator(SECTION)
+    @classmethod
+    def _no_ray_handle(cls, section: CounterfactualConfig) -> CounterfactualConfig:
+        if section.provider == "ray":
+            raise ValueError(
+                'ccapo train scores in-process or on a scoring server: use provider "inprocess" or "remote" '
+                "(a Ray Serve deployment answers HTTP too: point server_url at its proxy)"
+            )
+        return section
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.provider == "remote" and self.weighting != "uniform" and not self.server_url:
-            raise ValueError('provider "remote" needs server_url (the scoring server, e.g. http://127.0.0.1:8000)')
+        _check_scoring(self.counterfactual)
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.rewards)} rewards")
         return self
@@ -163,8 +189,12 @@ class ConfigError(ValueError):
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """A config from a YAML file (or defaults), with `key=value` overrides applied on top."""
-    return parse_config(apply_overrides(_read_yaml(Path(path)) if path is not None else {}, overrides or []))
+    """A config from a YAML file (or defaults), with `key=value` overrides applied on top.
+
+    Overrides of the flat weighting names reach their new keys, so they win over the file's section.
+    """
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    return parse_config(apply_overrides(raw, [upgrade_override(o) for o in overrides or []]))
 
 
 def parse_config(raw: dict[str, Any]) -> TrainConfig:
@@ -181,7 +211,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for override in overrides:
         key, sep, value = override.partition("=")
         if not sep or not key:
-            example = "learning_rate=1e-5 or scoring.intervention=pad"
+            example = "learning_rate=1e-5 or counterfactual.scoring.intervention=pad"
             raise ConfigError(f"override {override!r} is not key=value (for example {example})")
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed):
@@ -198,6 +228,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    try:  # before merging: an arm file's flat name must override its base file's section
+        data = move_flat_keys(data)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
     base = data.pop("include", None)
     if base is None:
         return data
@@ -225,3 +259,21 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
             raise ConfigError(f"cannot set {key}: {part} is not a section")
         node = child
     node[leaf] = value
+
+
+def _check_scoring(section: CounterfactualConfig) -> None:
+    """The section's scoring config against `ccapo.ScoringConfig`; errors name the dotted key to fix."""
+    try:
+        ScoringConfig.model_validate(section.scoring_config())
+    except ValidationError as err:
+        errors = [
+            {
+                "type": e["type"],
+                # The scheme is the section's own key; every other field sits under scoring.
+                "loc": (SECTION, "scheme") if e["loc"] == ("weights", "scheme") else (SECTION, "scoring", *e["loc"]),
+                "input": e["input"],
+                "ctx": e.get("ctx", {}),
+            }
+            for e in err.errors()
+        ]
+        raise ValidationError.from_exception_data(err.title, errors) from None

@@ -1,17 +1,16 @@
-"""The trainer's token weights: the RL adapters' `WeightProvider`, configured from a `TrainConfig`.
+"""The trainer's token weights: the RL adapters' `WeightProvider`, built from the config's `counterfactual` section.
 
 In-process, the policy object itself scores (no second copy; the engine switches it to eval mode
 under `torch.inference_mode` and back). Remotely, the scoring server scores, and every `sync_every`
-steps the trainer saves its policy where the server can read it and has the server load it.
+steps the trainer saves its policy to `sync_dir` (OUTPUT_DIR/sync unless set) and has the server load it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from ccapo_adapters import BatchWeights, CounterfactualConfig, WeightProvider
+from ccapo_adapters import BatchWeights, WeightProvider
 from ccapo_adapters.inprocess import create_provider
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -19,25 +18,8 @@ from ccapo import Scorer
 from ccapo_trainer.config import TrainConfig
 
 
-def weight_provider(
-    config: TrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, output_dir: Path
-) -> WeightProvider:
-    remote = config.provider == "remote" and config.weighting != "uniform"  # uniform scores nothing anywhere
-    scoring = config.scoring
-    settings = CounterfactualConfig(
-        weighting=config.weighting,
-        scheme=scoring.weights.scheme,
-        segmenter=scoring.segmenter,
-        intervention=scoring.intervention,
-        provider="remote" if remote else "inprocess",
-        server_url=[u.strip() for u in config.server_url.split(",")] if remote and config.server_url else None,
-        api_key=config.server_api_key,
-        admin_key=config.server_admin_key,
-        sync_every=config.sync_every if remote else 0,
-        sync_dir=config.sync_dir or str(output_dir / "sync"),
-        scoring=scoring.model_dump(),
-    )
-    return create_provider(settings, model, tokenizer)
+def weight_provider(config: TrainConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> WeightProvider:
+    return create_provider(config.counterfactual, model, tokenizer)
 
 
 def segment_only(
@@ -56,7 +38,7 @@ def segment_only(
         for p, row, m, answer in zip(prompts, ids, mask, answers, strict=True)
     ]
     try:
-        prepared = scorer.prepare(traces, config.scoring)
+        prepared = scorer.prepare(traces, config.counterfactual.scoring_config())
     except ValueError:  # a trace the scorer rejects: the metric is missing for this step, nothing else
         return
     for row, item in enumerate(prepared):

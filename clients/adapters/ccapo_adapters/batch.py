@@ -23,7 +23,31 @@ logger = logging.getLogger(__name__)
 
 Weighting = Literal["uniform", "counterfactual", "inverted", "random"]
 WEIGHTINGS: tuple[Weighting, ...] = ("uniform", "counterfactual", "inverted", "random")
+# The paper's control arms: its weight mapping with the importance ranking reversed, or drawn at random.
+CONTROLS = ("inverted", "random")
 IdRows = Sequence[Sequence[int]] | torch.Tensor
+
+
+def arm_scheme(weighting: Weighting | None, scheme: str | None) -> str | None:
+    """The weight scheme the scorer applies for arm `weighting` when the config names `scheme` (None: names none).
+
+    The one place where the arm decides the scheme. "inverted" and "random" are the paper scheme's
+    controls and apply their own scheme: `scheme` may be unset, "paper" (the mapping they control)
+    or the arm's own name; any other scheme contradicts the arm. "counterfactual" applies `scheme`
+    (None: the caller's default), which must not be a control's or "uniform": those are arms.
+    "uniform" scores nothing, so any scheme goes; None (no arm) keeps `scheme` as it is.
+    """
+    if weighting in CONTROLS:
+        if scheme not in (None, "paper", weighting):
+            raise ValueError(
+                f"weighting {weighting!r} applies the paper scheme's {weighting} control, which contradicts "
+                f'scheme {scheme!r}: leave scheme unset (or "paper"), or use weighting "counterfactual" '
+                f"to apply scheme {scheme!r}"
+            )
+        return weighting
+    if weighting == "counterfactual" and scheme in (*CONTROLS, "uniform"):
+        raise ValueError(f"scheme {scheme!r} is an arm of its own: set weighting {scheme!r} instead")
+    return scheme
 
 
 class TraceScorer(Protocol):
@@ -91,7 +115,7 @@ def score_token_batch(
     *,
     prompt_mask: torch.Tensor | None = None,
     completion_mask: torch.Tensor | None = None,
-    weighting: Weighting = "counterfactual",
+    weighting: Weighting | None = None,
     config: Mapping[str, Any] | Any = None,
     reference_answers: Sequence[str] | None = None,
 ) -> BatchWeights:
@@ -99,12 +123,13 @@ def score_token_batch(
 
     `prompt_ids` and `completion_ids` are lists of id lists or padded `(B, P)` / `(B, T)` tensors;
     with tensors, `prompt_mask` / `completion_mask` (1 on real tokens, left or right padding) say
-    which ids are real. `weighting` "uniform" scores nothing (and needs no scorer); "inverted" and
-    "random" are the paper's controls, scored like "counterfactual" and mapped with those schemes.
+    which ids are real. `weighting` is the arm: "uniform" scores nothing (and needs no scorer);
+    "inverted" and "random" are the paper's controls, scored like "counterfactual" and mapped with
+    their own schemes (`arm_scheme`); None applies `config`'s scheme as it is.
     `config` is a `ScoringConfig` or its fields as a mapping. `reference_answers` (one per row) are
     what `target="reference"` scores instead of the completion's answer.
     """
-    if weighting not in WEIGHTINGS:
+    if weighting is not None and weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
     prompts = _rows(prompt_ids, prompt_mask)
     completions = _rows(completion_ids, completion_mask)
@@ -120,7 +145,7 @@ def score_token_batch(
     if scorer is None:
         raise ValueError(f"weighting={weighting!r} needs a scorer (a ccapo.Scorer or a ccapo_client.RemoteScorer)")
 
-    config = _weighting_config(config, weighting)
+    config = _arm_config(config, weighting)
     pending = list(range(len(completions)))
     while pending:
         traces = [_trace(prompts[i], completions[i], reference_answers, i) for i in pending]
@@ -176,13 +201,14 @@ def _trace(prompt: list[int], completion: list[int], answers: Sequence[str] | No
     return trace
 
 
-def _weighting_config(config: Mapping[str, Any] | Any, weighting: Weighting) -> dict[str, Any]:
-    """The scoring config as a plain dict (what both scorers take), with the control arms' scheme set."""
+def _arm_config(config: Mapping[str, Any] | Any, weighting: Weighting | None) -> dict[str, Any]:
+    """The scoring config as a plain dict (what both scorers take), with the scheme the arm applies."""
     fields = dict(config.model_dump(mode="json") if hasattr(config, "model_dump") else config or {})
-    if weighting in ("inverted", "random"):
-        weights = fields.get("weights") or {}
-        weights = weights.model_dump(mode="json") if hasattr(weights, "model_dump") else dict(weights)
-        fields["weights"] = {**weights, "scheme": weighting}
+    weights = fields.get("weights") or {}
+    weights = weights.model_dump(mode="json") if hasattr(weights, "model_dump") else dict(weights)
+    scheme = arm_scheme(weighting, weights.get("scheme"))
+    if scheme is not None:
+        fields["weights"] = {**weights, "scheme": scheme}
     return fields
 
 

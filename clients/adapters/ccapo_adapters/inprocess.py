@@ -10,14 +10,15 @@ from typing import Any
 
 from ccapo import Scorer
 from ccapo.config import ScoringConfig
-from ccapo_adapters.provider import CounterfactualConfig, WeightProvider
+from ccapo_adapters.config import CounterfactualConfig
+from ccapo_adapters.provider import WeightProvider
 
 
 def in_process_provider(model: Any, tokenizer: Any, config: CounterfactualConfig) -> WeightProvider:
     """`model` must be the unwrapped module that trains; the scoring config is validated here."""
     ScoringConfig.model_validate(config.scoring_config())  # fail at construction, not at the first step
     scorer = None
-    if config.weighting != "uniform":
+    if config.scores:
         scorer = Scorer(model, tokenizer, max_batch_tokens=config.max_batch_tokens)
     return WeightProvider(config, scorer)
 

@@ -72,7 +72,7 @@ def weight_experience(experience: Any, provider: WeightProvider, step: int | Non
 
 
 def provider_from_env() -> WeightProvider:
-    """The provider `CCAPO_ADAPTER_SETTINGS` (JSON of `CounterfactualConfig`'s fields, plus `ray_app`) describes."""
+    """The provider `CCAPO_ADAPTER_SETTINGS` (JSON of `CounterfactualConfig`'s fields) describes."""
     raw = os.environ.get(SETTINGS_ENV)
     if not raw:
         raise ValueError(

@@ -13,77 +13,19 @@ import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from ccapo_adapters.batch import WEIGHTINGS, BatchWeights, IdRows, TraceScorer, Weighting, score_token_batch
+from ccapo_adapters.batch import BatchWeights, IdRows, TraceScorer, score_token_batch
+from ccapo_adapters.config import PROVIDERS, CounterfactualConfig, Provider
+
+__all__ = ["PROVIDERS", "CounterfactualConfig", "Provider", "WeightProvider", "provider_from_settings", "save_merged"]
 
 logger = logging.getLogger(__name__)
-
-Provider = Literal["inprocess", "remote", "ray"]
-PROVIDERS: tuple[Provider, ...] = ("inprocess", "remote", "ray")
 # An unscorable trace (no answer marker): the server validates the request and its config, runs no forward pass.
 _PROBE = {"prompt": "ccapo configuration check", "completion": "no answer here"}
-
-
-@dataclass
-class CounterfactualConfig:
-    """How an RL trainer gets counterfactual token weights (the same fields in every adapter).
-
-    `weighting` is the arm ("uniform" scores nothing); `scheme` ("normalized" by default, mean 1;
-    "paper" for the paper's), `segmenter` and `intervention` pick
-    the scoring config (`ccapo.ScoringConfig`'s fields), and `scoring` sets any other of its fields
-    (e.g. {"max_spans": 8}); the scorer validates them when the provider is built.
-    `provider` "inprocess" scores with the policy model itself (no second copy; needs `ccapo`);
-    "remote" sends token ids to the scoring server(s) at `server_url`; "ray" to a Ray Serve
-    deployment handle (`WeightProvider.from_handle`). With a server or Ray, `sync_every` > 0 pushes
-    the policy there every that many optimizer steps: the trainer saves it to `sync_dir`, a path the
-    scorer can read, and asks the scorer to load it (which needs the server's admin key). The first
-    push happens before the first scored step (step 0), so a server left on an older checkpoint is
-    never taken for the policy. A failed push never stops training: it logs a warning, the scorer
-    keeps its older model (`ccapo/policy_lag_steps` grows) and the push is retried at the next step.
-    `model_id`, when given, is the model id the server must report (`GET /v1/model`) at start-up.
-    """
-
-    weighting: Weighting = "counterfactual"
-    # Mean 1 over the reasoning, 1 where nothing was probed: the gradient scale stays the stock one.
-    # "paper" reproduces the paper (mean about 2-3 on scored rows, 1.0 on unscorable ones).
-    scheme: str = "normalized"
-    segmenter: str = "calc"
-    intervention: str = "delete"
-    provider: Provider = "inprocess"
-    server_url: str | Sequence[str] | None = None
-    api_key: str | None = None
-    admin_key: str | None = None
-    sync_every: int = 0
-    sync_dir: str | None = None
-    model_id: str | None = None
-    max_batch_tokens: int | None = None  # in-process: tokens per forward pass of the scorer
-    scoring: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"provider {self.provider!r} is not one of {', '.join(PROVIDERS)}")
-        if self.provider == "remote" and not self.server_url:
-            raise ValueError('provider="remote" needs server_url (the scoring server, e.g. "http://host:8000")')
-        if self.sync_every < 0:
-            raise ValueError(f"sync_every must be >= 0 (0: never push the policy to the server), got {self.sync_every}")
-        if self.sync_every and (self.provider == "inprocess" or not self.sync_dir):
-            raise ValueError("sync_every needs provider='remote' or 'ray' and a sync_dir the scorer can read")
-        if not isinstance(self.scoring, Mapping):
-            raise ValueError(f"scoring must be a mapping of scoring-config fields, got {type(self.scoring).__name__}")
-
-    def scoring_config(self) -> dict[str, Any]:
-        """The scoring config's fields as a dict (both scorers take it; they validate it)."""
-        scoring = dict(self.scoring)
-        weights = dict(scoring.pop("weights", {}))
-        weights.setdefault("scheme", self.scheme)
-        return {"segmenter": self.segmenter, "intervention": self.intervention, **scoring, "weights": weights}
 
 
 class WeightProvider:
@@ -126,18 +68,18 @@ class WeightProvider:
 
     @classmethod
     def create(cls, config: CounterfactualConfig, handle: Any = None) -> WeightProvider:
-        """The provider `config.provider` names: "remote" or "ray" (with `handle`).
+        """The provider `config.provider` names: "remote" or "ray" (with `handle`); "uniform" needs none.
 
         In-process scoring needs the policy and `ccapo`: `ccapo_adapters.inprocess.create_provider`.
         """
+        if not config.scores:
+            return cls(config, None)
         if config.provider == "remote":
             return cls.remote(config)
         if config.provider == "ray":
             if handle is None:
                 raise ValueError('provider="ray" needs the Ray Serve deployment handle (serve.get_deployment_handle)')
             return cls.from_handle(config, handle)
-        if config.weighting == "uniform":
-            return cls(config, None)
         raise ValueError(
             'provider="inprocess" scores with the policy itself: build it with '
             "ccapo_adapters.inprocess.create_provider(config, model, tokenizer) (needs ccapo)"
@@ -149,8 +91,13 @@ class WeightProvider:
 
         Scores one trace without an answer marker, which the scorer validates but runs no model on.
         """
-        if self.scorer is None or self.config.weighting == "uniform":
+        if self.scorer is None or not self.config.scores:
             return self
+        if self.config.sync_every is None:
+            logger.warning(
+                "the scorer keeps the model it runs, which is not the policy being trained: set sync_dir (a path "
+                "the scorer reads) and admin_key so it follows the policy, or sync_every: 0 to keep it on purpose"
+            )
         info = self.scorer.model_info()
         if self.config.model_id is not None and info.id != self.config.model_id:
             raise ValueError(
@@ -230,7 +177,7 @@ class WeightProvider:
         """
         metrics = {f"ccapo/{key}": value for key, value in batch.metrics(mask).items()}
         metrics["ccapo/score_seconds"] = self.last_seconds
-        if self.config.provider != "inprocess" and step is not None:
+        if self.config.provider != "inprocess" and self.config.scores and step is not None:
             metrics["ccapo/policy_lag_steps"] = float(step - (self.synced_step or 0))
         return metrics
 
@@ -294,17 +241,15 @@ class WeightProvider:
 def provider_from_settings(settings: Mapping[str, Any]) -> WeightProvider:
     """A remote or Ray provider from plain settings (a trainer config's section, a JSON env var).
 
-    `CounterfactualConfig`'s fields, plus `ray_app` (default "ccapo"): the Ray Serve application
-    whose handle `provider: ray` scores through, looked up on the Ray cluster this process joined.
+    `CounterfactualConfig`'s fields; `provider: ray` scores through the handle of the Ray Serve
+    application `ray_app`, looked up on the Ray cluster this process joined.
     """
-    settings = dict(settings)
-    ray_app = settings.pop("ray_app", "ccapo")
-    config = CounterfactualConfig(**settings)
-    if config.provider != "ray":
+    config = CounterfactualConfig.model_validate(settings)
+    if config.provider != "ray" or not config.scores:
         return WeightProvider.create(config)
     from ray import serve
 
-    return WeightProvider.from_handle(config, serve.get_app_handle(ray_app))
+    return WeightProvider.from_handle(config, serve.get_app_handle(config.ray_app))
 
 
 def save_merged(model: Any, tokenizer: Any, path: Path) -> None:

@@ -16,8 +16,9 @@ import torch
 from packaging.version import Version
 
 from ccapo_adapters.batch import apply_token_weights
+from ccapo_adapters.config import CounterfactualConfig
 from ccapo_adapters.inprocess import create_provider
-from ccapo_adapters.provider import CounterfactualConfig, WeightProvider
+from ccapo_adapters.provider import WeightProvider
 
 TRL_MIN, TRL_MAX = Version("1.0.0"), Version("2.0.0")
 # The loss types of TRL 1.x; each is linear in the advantage for a fixed sign, so (B, T) advantages
@@ -60,7 +61,7 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ):
         settings = weight_provider.config if weight_provider else counterfactual or CounterfactualConfig()
-        if settings.weighting != "uniform" and settings.scoring_config().get("target") == "reference":
+        if settings.scores and settings.scoring_config().get("target") == "reference":
             raise ValueError(
                 'scoring target "reference" needs a reference answer per completion, which GRPOTrainer does not '
                 'pass to the adapter: use the default target "completion"'
@@ -75,7 +76,7 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
         self.weight_provider = weight_provider or self._build_provider(self.counterfactual)
 
     def _build_provider(self, config: CounterfactualConfig) -> WeightProvider:
-        if config.provider == "inprocess" and config.weighting != "uniform" and self._zero3():
+        if config.provider == "inprocess" and config.scores and self._zero3():
             raise ValueError(
                 "in-process scoring needs whole parameters, and DeepSpeed ZeRO-3 shards them: "
                 'use provider="remote" with a scoring server'

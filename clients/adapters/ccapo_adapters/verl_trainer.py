@@ -6,7 +6,7 @@ verl 0.9 runs the v1 trainers (`trainer.use_v1: true`): `TaskRunnerV1` builds
 `_compute_advantage` extended, so the advantages in TransferQueue are weighted before the critic
 or actor update reads them. The weights themselves never enter TransferQueue: the workers see
 only advantages, as in stock verl. The settings come from the config's `ccapo` section
-(`CounterfactualConfig`'s fields, plus `ray_app` for a Ray Serve application).
+(`CounterfactualConfig`'s fields; `ray_app` names the Ray Serve application of `provider: ray`).
 
 Policy sync: every `sync_every` updates the actor saves a checkpoint (its `save_contents` must
 include "hf_model") under `sync_dir`, and the scorer loads its `huggingface/` folder, so the

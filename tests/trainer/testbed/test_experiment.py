@@ -87,7 +87,7 @@ def test_experiment_command_takes_arms_and_training_overrides(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (out / "seed0").iterdir()) == ["counterfactual", "uniform"]
     saved = yaml.safe_load((out / "seed0" / "counterfactual" / "config.yaml").read_text())
-    assert saved["learning_rate"] == 3e-5 and saved["scoring"]["weights"]["scheme"] == "normalized"
+    assert saved["learning_rate"] == 3e-5 and saved["counterfactual"]["scheme"] == "normalized"
     assert "`learning_rate=3e-05`" in (out / "report.md").read_text()
     assert "seed 0 counterfactual step 2/2" in done.stderr  # no terminal: a log line per step
 

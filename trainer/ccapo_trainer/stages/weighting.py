@@ -27,7 +27,7 @@ def token_weights(run: Components, batch: StepBatch) -> BatchWeights:
 def weighting_metrics(run: Components, weights: BatchWeights, batch: StepBatch, step: int) -> dict[str, Any]:
     """Weight statistics over every process's rows; with a server, how far its policy lags."""
     record = weight_metrics(run.processes, weights, batch.mask)
-    if run.provider.config.provider == "remote":  # the step's rollouts came from the policy after step - 1
+    if run.provider.config.provider == "remote" and run.provider.config.scores:  # rollouts: policy after step - 1
         record["weighting/version_lag"] = float(step - 1 - run.provider.synced_step)
     return record
 

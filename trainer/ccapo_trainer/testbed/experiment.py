@@ -61,7 +61,7 @@ class ExperimentConfig:
             "micro_batch_size": 64,
             "generation_batch_size": 128,
             "eval_batch_size": 200,
-            "scoring": {"segmenter": "calc", "intervention": "delete", "min_span_tokens": 3},
+            "counterfactual": {"scoring": {"segmenter": "calc", "intervention": "delete", "min_span_tokens": 3}},
         }
     )
 
@@ -117,7 +117,7 @@ def _train_config(config: ExperimentConfig, model_dir: Path, seed: int, arm: str
             "dataset": "arith",
             "dataset_kwargs": {"size": 4000, **asdict(config.task)},
             "rewards": ["exact"],
-            "weighting": arm,
+            "counterfactual": {**config.train.get("counterfactual", {}), "weighting": arm},
             "steps": config.steps,
             "seed": seed,
             "eval_every": config.eval_every,
