@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--weighting", default="counterfactual", choices=WEIGHTINGS)
     parser.add_argument("--server", default=None, help="scoring server URL (default: score in-process)")
     parser.add_argument("--admin-key", default=None)
-    parser.add_argument("--sync-every", type=int, default=0)
+    parser.add_argument(
+        "--sync-every", type=int, default=None, help="default: every step once --sync-dir is set (0: never)"
+    )
     parser.add_argument("--sync-dir", default=None)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max-completion-length", type=int, default=192)

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--ccapo", type=Path, required=True, help="JSON of CounterfactualConfig's fields")
     ours, openrlhf_args = parser.parse_known_args()
     settings = json.loads(ours.ccapo.read_text())
-    CounterfactualConfig(**{k: v for k, v in settings.items() if k != "ray_app"})  # bad settings fail here
+    CounterfactualConfig.model_validate(settings)  # bad settings fail here
     env = {name: os.environ.get(name, default) for name, default in OPENRLHF_ENV.items()}
     ray.init(
         runtime_env={
