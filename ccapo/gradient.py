@@ -20,9 +20,10 @@ of their S gives every row its own gradient. Gradients are taken with `torch.aut
 respect to the embeddings or the mask only: a policy trained in the same process keeps its
 parameters' `.grad` untouched.
 
-The attention gate needs the attention probabilities of every layer for the backward pass; when a
-batch would keep more than `SAVED_ATTENTION_BYTES` of them, each decoder layer is recomputed in the
-backward pass instead (one more forward's work, a single layer's memory). The mask the gate builds
+The attention gate needs the attention probabilities of every layer for the backward pass: gated
+batches close before they would keep more than `SAVED_ATTENTION_BYTES` of them, and a single job
+that alone would has each decoder layer recomputed in the backward pass instead (one more
+forward's work, a single layer's memory). The mask the gate builds
 is a plain causal one: a model with sliding-window attention gets `GradientUnsupportedError` for
 "attention"/"delete" when a sequence is longer than its window ("pad" needs no mask of its own).
 """
@@ -66,7 +67,7 @@ def gradient_scores(
     done = 0
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            for batch in _batches(jobs, max_batch_tokens):
+            for batch in _batches(model, jobs, max_batch_tokens):
                 live = [i for i in batch if not cancelled(i)]
                 if live:
                     scores = _score_batch(model, [jobs[i] for i in live])
@@ -80,12 +81,18 @@ def gradient_scores(
     return results
 
 
-def _batches(jobs: Sequence[EngineJob], budget: int) -> Iterator[list[int]]:
-    """Job indices, pad jobs apart from gated ones, longest first, padded size within `budget`."""
+def _batches(model: PreTrainedModel, jobs: Sequence[EngineJob], budget: int) -> Iterator[list[int]]:
+    """Job indices, pad jobs apart from gated ones, longest first, padded size within `budget` and
+    a gated batch's saved attention within `SAVED_ATTENTION_BYTES`."""
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].intervention == "pad", -len(jobs[i].ids)))
     batch: list[int] = []
     for i in order:
-        if batch and (_gated(jobs[batch[0]]) != _gated(jobs[i]) or (len(batch) + 1) * len(jobs[batch[0]].ids) > budget):
+        rows, width = len(batch) + 1, len(jobs[batch[0]].ids) if batch else 0
+        if batch and (
+            _gated(jobs[batch[0]]) != _gated(jobs[i])
+            or rows * width > budget
+            or (_gated(jobs[i]) and _saved_attention_bytes(model, rows, width) > SAVED_ATTENTION_BYTES)
+        ):
             yield batch
             batch = []
         batch.append(i)

@@ -195,3 +195,12 @@ def test_sliding_window_models_take_pad_but_refuse_the_gate_past_their_window(to
     (scores,) = gradient_scores(sliding, [job], never)
     expected = [pad_derivative(sliding, job, span) for span in job.spans]
     assert drops(scores) == pytest.approx(expected, **TOLERANCE)
+
+
+def test_gated_batches_keep_their_saved_attention_within_the_bound(llama, tokenizer, monkeypatch):
+    jobs = jobs_for(llama, tokenizer, "delete") + jobs_for(llama, tokenizer, "pad")
+    one_row = gradient_module._saved_attention_bytes(llama, 1, max(len(job.ids) for job in jobs))
+    monkeypatch.setattr(gradient_module, "SAVED_ATTENTION_BYTES", one_row)
+    batches = list(gradient_module._batches(llama, jobs, 100_000))
+    assert [len(batch) for batch in batches] == [1, 1, 1, 3]  # gated jobs one by one, pad jobs together
+    assert all(jobs[i].intervention == "pad" for i in batches[-1])
