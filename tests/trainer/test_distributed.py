@@ -172,10 +172,14 @@ def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path)
     assert [r["weighting/version_lag"] for r in records] == [0.0] * STEPS  # each step scored by the last policy
     # One push of the starting policy (step 0), then one after each step: from the main process only.
     assert _counter(exposition, "ccapo_requests_total", route="/v1/model", method="POST", status="200") == STEPS + 1
-    # Every sample of every process was scored, and not the global batch on each process (which would
-    # double the count); beyond the samples, the server sees only each process's start-up check.
+    # Every sample of every process was scored or counted as skipped (its weights unused by the loss, or
+    # an identical sample's taken), and not the global batch on each process (which would double the
+    # count); beyond the samples, the server sees only each process's start-up check.
+    traces = sum(r["weights/scored_traces"] for r in records)
+    skips = ("weights/skipped_nonpositive", "weights/skipped_zero_advantage", "weights/skipped_duplicates")
+    assert traces + sum(r[key] for r in records for key in skips) == STEPS * SAMPLES_PER_STEP
     scored = _counter(exposition, "ccapo_batch_traces_sum")
-    assert STEPS * SAMPLES_PER_STEP <= scored < 2 * STEPS * SAMPLES_PER_STEP
+    assert traces <= scored <= traces + PROCESSES
     assert any(r["weights/scored_share"] > 0 for r in records)
 
 

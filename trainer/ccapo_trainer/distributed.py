@@ -146,8 +146,8 @@ class _Outcome(NamedTuple):
 def weight_metrics(processes: Processes, batch: Any, mask: torch.Tensor) -> dict[str, Any]:
     """`batch.metrics(mask)` and the weight histogram over every process's rows.
 
-    `batch` is the adapters' `BatchWeights`; a process sends only its weights, mask, and each row's
-    status and spans, and the metrics are computed from all processes' rows as one batch.
+    `batch` is the adapters' `BatchWeights`; a process sends only its weights, mask, each row's
+    status and spans, and its trace counts, and the metrics are computed from all processes' rows as one batch.
     """
     if processes.count == 1:
         return {**batch.metrics(mask), "weights/hist": weight_histogram(batch.weights, mask)}
@@ -158,13 +158,14 @@ def weight_metrics(processes: Processes, batch: Any, mask: torch.Tensor) -> dict
         )
         for result in batch.results
     ]
-    parts = processes.gather((batch.weights.cpu(), mask.cpu(), outcomes, batch.errors))
+    parts = processes.gather((batch.weights.cpu(), mask.cpu(), outcomes, batch.errors, batch.traces, batch.duplicates))
     width = max(part[0].shape[1] for part in parts)
     weights = torch.cat([pad_right(part[0], width, 1.0) for part in parts])
     masks = torch.cat([pad_right(part[1], width, 0) for part in parts])
     results = [outcome for part in parts for outcome in part[2]]
     errors = [error for part in parts for error in part[3]]
-    merged = type(batch)(weights, results, errors)
+    traces, duplicates = sum(part[4] for part in parts), sum(part[5] for part in parts)
+    merged = type(batch)(weights, results, errors, traces=traces, duplicates=duplicates)
     return {**merged.metrics(masks), "weights/hist": weight_histogram(weights, masks)}
 
 

@@ -62,13 +62,17 @@ class BatchWeights:
 
     Per row, `results` holds the scorer's result (None when scoring was skipped or failed) and
     `errors` says why scoring failed (None when it did not; an unscorable trace is not an error);
-    `scorer_error` is set when the scorer itself failed, not one row.
+    `scorer_error` is set when the scorer itself failed, not one row. `traces` counts the traces sent
+    to the scorer (one per distinct row not skipped); `duplicates` the rows that took the result of an
+    identical row's trace.
     """
 
     weights: torch.Tensor
     results: list[Any | None]
     errors: list[str | None]
     scorer_error: str | None = None  # the scorer itself failed (server down, ...): no row got weights
+    traces: int = 0
+    duplicates: int = 0
 
     @property
     def failed(self) -> int:
@@ -105,6 +109,8 @@ class BatchWeights:
             "weights/mean_scored_rows": _mean(self.weights[on_scored]),
             "weights/mean_unscored_rows": _mean(self.weights[mask & ~on_scored]),
             "weights/failed": float(self.failed),
+            "weights/scored_traces": float(self.traces),
+            "weights/skipped_duplicates": float(self.duplicates),
         }
 
 
@@ -118,6 +124,7 @@ def score_token_batch(
     weighting: Weighting | None = None,
     config: Mapping[str, Any] | Any = None,
     reference_answers: Sequence[str] | None = None,
+    skip: Sequence[bool] | torch.Tensor | None = None,
 ) -> BatchWeights:
     """Score each (prompt, completion) pair and return weights aligned to the completion tokens.
 
@@ -127,7 +134,9 @@ def score_token_batch(
     "inverted" and "random" are the paper's controls, scored like "counterfactual" and mapped with
     their own schemes (`arm_scheme`); None applies `config`'s scheme as it is.
     `config` is a `ScoringConfig` or its fields as a mapping. `reference_answers` (one per row) are
-    what `target="reference"` scores instead of the completion's answer.
+    what `target="reference"` scores instead of the completion's answer. Rows where `skip` is true
+    (e.g. rows whose advantage is 0, whose weights the loss never reads) keep uniform weights unscored;
+    identical rows (prompt, completion and reference answer) are scored once and share the result.
     """
     if weighting is not None and weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r}: use one of {', '.join(WEIGHTINGS)}")
@@ -146,7 +155,8 @@ def score_token_batch(
         raise ValueError(f"weighting={weighting!r} needs a scorer (a ccapo.Scorer or a ccapo_client.RemoteScorer)")
 
     config = _arm_config(config, weighting)
-    pending = list(range(len(completions)))
+    pending, copies = _distinct_rows(prompts, completions, reference_answers, skip)
+    batch.traces, batch.duplicates = len(pending), len(copies)
     while pending:
         traces = [_trace(prompts[i], completions[i], reference_answers, i) for i in pending]
         try:
@@ -171,7 +181,34 @@ def score_token_batch(
             batch.results[row] = result
             weights[row, positions[row]] = torch.tensor(values, dtype=torch.float32)
         break
+    for row, source in copies.items():
+        batch.results[row], batch.errors[row] = batch.results[source], batch.errors[source]
+        weights[row, positions[row]] = weights[source, positions[source]]
     return batch
+
+
+def _distinct_rows(
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    answers: Sequence[str] | None,
+    skip: Sequence[bool] | torch.Tensor | None,
+) -> tuple[list[int], dict[int, int]]:
+    """The rows to score (the first of each distinct trace, skipped rows left out), and each
+    duplicate row mapped to the row whose result it takes."""
+    skipped = [False] * len(completions) if skip is None else [bool(s) for s in skip]
+    if len(skipped) != len(completions):
+        raise ValueError(f"{len(skipped)} skip flags for {len(completions)} completions: give one per completion")
+    first: dict[tuple[Any, ...], int] = {}
+    copies: dict[int, int] = {}
+    for row in range(len(completions)):
+        if skipped[row]:
+            continue
+        key = (tuple(prompts[row]), tuple(completions[row]), None if answers is None else answers[row])
+        if key in first:
+            copies[row] = first[key]
+        else:
+            first[key] = row
+    return list(first.values()), copies
 
 
 def _mean(values: torch.Tensor) -> float:

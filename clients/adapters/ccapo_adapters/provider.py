@@ -133,10 +133,12 @@ class WeightProvider:
         prompt_mask: torch.Tensor | None = None,
         completion_mask: torch.Tensor | None = None,
         reference_answers: Sequence[str] | None = None,
+        skip: Sequence[bool] | torch.Tensor | None = None,
     ) -> BatchWeights:
         """`score_token_batch` with this provider's scorer and configuration; times the call.
 
         `reference_answers` (one per row) are needed when the scoring config's target is "reference".
+        Rows where `skip` is true are not scored (uniform weights), e.g. rows with a zero advantage.
         """
         started = time.perf_counter()
         batch = score_token_batch(
@@ -148,6 +150,7 @@ class WeightProvider:
             weighting=self.config.weighting,
             config=self.scoring,
             reference_answers=reference_answers if self.scoring.get("target") == "reference" else None,
+            skip=skip,
         )
         self.last_seconds = time.perf_counter() - started
         self._note_outage(batch)
