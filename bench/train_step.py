@@ -7,9 +7,9 @@ Arms, run one after another in this process from the same seed (so step 1's roll
 The scoring overhead is scoring time over the rest of the step. Target: the engine adds <= 25%.
 
     python bench/train_step.py                      # default model, CPU, 2 prompts x 4 samples, 96 tokens
-    python bench/train_step.py --steps 3 scoring.segmenter=window model=DIR   # any TrainConfig override
+    python bench/train_step.py --steps 3 counterfactual.scoring.segmenter=window model=DIR   # any TrainConfig override
 
-By default the answer scored is the reference answer (`scoring.target=reference`), so every sample
+By default the answer scored is the reference answer (`counterfactual.scoring.target=reference`), so every sample
 is scored even when the policy never writes "####": the worst case for the overhead.
 """
 
@@ -41,7 +41,7 @@ DEFAULTS = [
     "temperature=1.0",
     "top_p=1.0",
     "dynamic_sampling=false",
-    "scoring={target: reference}",
+    "counterfactual.scoring={target: reference}",
     "micro_batch_size=8",
     "save_every=0",
     "learning_rate=1e-6",
@@ -50,7 +50,7 @@ DEFAULTS = [
 
 def run_arm(arm: str, steps: int, overrides: list[str], output: Path) -> list[dict]:
     weighting = "uniform" if arm == "uniform" else "counterfactual"
-    config = load_config(None, [*DEFAULTS, *overrides, f"steps={steps}", f"weighting={weighting}",
+    config = load_config(None, [*DEFAULTS, *overrides, f"steps={steps}", f"counterfactual.weighting={weighting}",
                                 f"output_dir={output / arm}"])
     original = Scorer.compute
     if arm == "reference":

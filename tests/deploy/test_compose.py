@@ -63,13 +63,18 @@ def test_the_trainer_runs_ccapo_train_against_the_scorer(compose: dict[str, Any]
     trainer = services["trainer"]
     command = trainer["command"]
     assert command[:4] == ["ccapo", "train", "--config", "configs/compose_remote.yaml"]
-    assert f"server_admin_key={ENV['CCAPO_ADMIN_KEY']}" in command
+    assert f"counterfactual.admin_key={ENV['CCAPO_ADMIN_KEY']}" in command
     assert trainer["depends_on"]["scorer"]["condition"] == "service_healthy"
 
     config = load_config(ROOT / command[3], command[4:])
-    assert (config.provider, config.server_url, config.weighting) == ("remote", "http://scorer:8000", "counterfactual")
-    assert config.server_admin_key == ENV["CCAPO_ADMIN_KEY"] and config.server_api_key == ENV["CCAPO_API_KEY"]
-    assert config.sync_every >= 1
+    weighting = config.counterfactual
+    assert (weighting.provider, weighting.server_url, weighting.weighting) == (
+        "remote",
+        "http://scorer:8000",
+        "counterfactual",
+    )
+    assert weighting.admin_key == ENV["CCAPO_ADMIN_KEY"] and weighting.api_key == ENV["CCAPO_API_KEY"]
+    assert weighting.sync_every >= 1
 
     # The policy goes through a volume both services mount, under a root the scorer may load from.
     def mounts(service: dict[str, Any]) -> dict[str, str]:
@@ -77,7 +82,7 @@ def test_the_trainer_runs_ccapo_train_against_the_scorer(compose: dict[str, Any]
         return {target: source for source, target in pairs}
 
     roots = json.loads(services["scorer"]["environment"]["CCAPO_MODEL_ROOTS"])
-    root = next(r for r in roots if Path(config.sync_dir).is_relative_to(r))
+    root = next(r for r in roots if Path(weighting.sync_dir).is_relative_to(r))
     assert mounts(trainer)[root] == mounts(services["scorer"])[root]
 
 
@@ -90,7 +95,8 @@ def test_without_an_admin_key_compose_refuses_and_says_why() -> None:
 def test_the_compose_trainer_config_parses_without_compose() -> None:
     """The config file alone (no interpolation): the remote provider and the scorer's address."""
     config = load_config(ROOT / "configs" / "compose_remote.yaml")
-    assert (config.provider, config.server_url, config.sync_dir) == (
+    weighting = config.counterfactual
+    assert (weighting.provider, weighting.server_url, weighting.sync_dir) == (
         "remote",
         "http://scorer:8000",
         "/checkpoints/policy",
