@@ -42,9 +42,12 @@ def word_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def train_config(word_model_dir: Path, tmp_path: Path):
-    """A config for the word model: 2 prompts x 4 samples, 20 new tokens, sentence spans."""
+    """A config for the word model: 2 prompts x 4 samples, 20 new tokens, sentence spans.
 
-    def make(**overrides) -> TrainConfig:
+    `counterfactual` settings are merged into the section's (which scores sentence spans)."""
+
+    def make(*, counterfactual: dict | None = None, **overrides) -> TrainConfig:
+        section = {"scoring": {"segmenter": "sentence", "min_span_tokens": 2}, **(counterfactual or {})}
         settings = dict(
             model=str(word_model_dir),
             prompts_per_step=2,
@@ -56,7 +59,7 @@ def train_config(word_model_dir: Path, tmp_path: Path):
             learning_rate=1e-3,
             micro_batch_size=8,
             rewards=["mentions_answer"],
-            scoring={"segmenter": "sentence", "min_span_tokens": 2},
+            counterfactual=section,
             output_dir=str(tmp_path / "run"),
         )
         settings.update(overrides)

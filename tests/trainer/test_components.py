@@ -22,7 +22,7 @@ def test_one_scorer_per_run_at_most(train_config, monkeypatch, weighting):
 
     monkeypatch.setattr(Scorer, "__init__", counted)
     rewards = WeightedRewards([REWARDS["mentions_answer"]], [1.0])
-    run = build_components(train_config(weighting=weighting), PROBLEMS, rewards, checkpoint=None)
+    run = build_components(train_config(counterfactual={"weighting": weighting}), PROBLEMS, rewards, checkpoint=None)
     [scorer] = built
     assert scorer.model is run.policy  # no second copy of the policy
     if weighting == "uniform":  # nothing is scored; segmenting alone feeds weights/calc_mass

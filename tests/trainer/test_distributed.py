@@ -58,7 +58,8 @@ def write_config(tmp_path: Path, word_model_dir: Path, output_dir: Path, **setti
     base = dict(
         model=str(word_model_dir), dataset=str(tmp_path / "problems.jsonl"), prompts_per_step=PROMPTS_PER_STEP,
         num_generations=GENERATIONS, max_completion_length=16, temperature=1.0, top_p=1.0, rewards=["format"],
-        dynamic_sampling=False, weighting="counterfactual", scoring={"segmenter": "sentence", "min_span_tokens": 2},
+        dynamic_sampling=False,
+        counterfactual={"weighting": "counterfactual", "scoring": {"segmenter": "sentence", "min_span_tokens": 2}},
         steps=STEPS, save_every=1, learning_rate=1e-3, micro_batch_size=3, log_completions=True,
         log_param_checksum=True, output_dir=str(output_dir),
     )  # fmt: skip
@@ -162,8 +163,10 @@ def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path)
     env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(sync_dir)}
     with start_server(str(word_model_dir), env=env) as url:
         config = write_config(
-            tmp_path, word_model_dir, tmp_path / "remote", provider="remote", server_url=url,
-            server_admin_key="admin", sync_every=1, sync_dir=str(sync_dir), save_every=0,
+            tmp_path, word_model_dir, tmp_path / "remote", save_every=0,
+            counterfactual={"weighting": "counterfactual", "scoring": {"segmenter": "sentence", "min_span_tokens": 2},
+                            "provider": "remote", "server_url": url, "admin_key": "admin", "sync_every": 1,
+                            "sync_dir": str(sync_dir)},
         )  # fmt: skip
         done = launch(config, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-4000:]

@@ -28,7 +28,7 @@ def run(config, **kwargs):
 
 @pytest.mark.parametrize("weighting", ["uniform", "counterfactual", "inverted", "random"])
 def test_one_step_in_each_weighting_mode(train_config, weighting):
-    config = train_config(weighting=weighting)
+    config = train_config(counterfactual={"weighting": weighting})
     result = run(config)
     [record] = read_metrics(result.output_dir)
     assert record["step"] == 1 and record["groups/kept"] == 2 and record["update/skipped"] == 0
@@ -91,7 +91,7 @@ def test_micro_batches_add_up_to_the_full_batch(train_config, tmp_path, loss_typ
         config = train_config(
             loss_type=loss_type,
             micro_batch_size=size,
-            scoring={"segmenter": "sentence", "min_span_tokens": 2, "weights": {"scheme": "paper"}},
+            counterfactual={"scheme": "paper"},
             output_dir=str(tmp_path / f"mb{size}"),
         )
         result = run(config)
@@ -120,7 +120,7 @@ def test_a_failing_scorer_leaves_uniform_weights_and_is_counted(train_config, mo
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(Scorer, "compute", broken)
-    result = run(train_config(weighting="counterfactual"))
+    result = run(train_config(counterfactual={"weighting": "counterfactual"}))
     [record] = read_metrics(result.output_dir)
     assert record["weights/failed"] == 8 and record["weights/min"] == record["weights/max"] == 1.0
     assert record["update/skipped"] == 0
@@ -137,7 +137,8 @@ def test_lora_trains_an_adapter_and_resumes(train_config):
 
 
 def test_resume_after_2_of_4_steps_gives_the_uninterrupted_metrics(train_config, tmp_path):
-    settings = dict(steps=4, save_every=2, weighting="counterfactual", lr_scheduler="linear", warmup_steps=1)
+    settings = dict(steps=4, save_every=2, lr_scheduler="linear", warmup_steps=1)
+    settings["counterfactual"] = {"weighting": "counterfactual"}
     whole = run(train_config(output_dir=str(tmp_path / "whole"), **settings))
 
     split = train_config(output_dir=str(tmp_path / "split"), **settings)

@@ -23,7 +23,9 @@ def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_d
     env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(sync_dir)}
     with start_server(str(word_model_dir), env=env) as url:
         config = train_config(
-            provider="remote", server_url=url, server_admin_key="admin", sync_every=1, sync_dir=str(sync_dir), steps=2
+            counterfactual={"provider": "remote", "server_url": url, "admin_key": "admin", "sync_every": 1,
+                            "sync_dir": str(sync_dir)},
+            steps=2,
         )
         Trainer(config, train_problems=PROBLEMS, reward_fns=REWARDS).train()
     first, second = read_metrics(config.output_dir)
@@ -42,7 +44,8 @@ def write_config(tmp_path: Path, word_model_dir: Path, **settings) -> Path:
     base = dict(
         model=str(word_model_dir), dataset=str(tmp_path / "problems.jsonl"), prompts_per_step=2, num_generations=4,
         max_completion_length=16, temperature=1.0, top_p=1.0, rewards=["format"], dynamic_sampling=False,
-        scoring={"segmenter": "sentence", "min_span_tokens": 2}, output_dir=str(tmp_path / "run"), save_every=0,
+        counterfactual={"scoring": {"segmenter": "sentence", "min_span_tokens": 2}}, output_dir=str(tmp_path / "run"),
+        save_every=0,
     )
     base.update(settings)
     (tmp_path / "problems.jsonl").write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n"
@@ -77,7 +80,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes_the_run(word_mo
 
 def test_train_cli_overrides_and_errors(word_model_dir, tmp_path):
     config = write_config(tmp_path, word_model_dir)
-    done = ccapo("train", "--config", str(config), "steps=1", "weighting=uniform", cwd=tmp_path)
+    done = ccapo("train", "--config", str(config), "steps=1", "counterfactual.weighting=uniform", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "finished at step 1" in done.stderr
     assert "step 1/1" in done.stderr  # no terminal, so no live bar: a log line per step instead
@@ -88,7 +91,9 @@ def test_train_cli_overrides_and_errors(word_model_dir, tmp_path):
 
 
 def test_eval_and_plot_commands(word_model_dir, tmp_path):
-    config = write_config(tmp_path, word_model_dir, steps=2, eval_every=1, eval_problems=4, weighting="counterfactual")
+    config = write_config(tmp_path, word_model_dir, steps=2, eval_every=1, eval_problems=4,
+                          counterfactual={"weighting": "counterfactual", "scoring": {"segmenter": "sentence",
+                                                                                    "min_span_tokens": 2}})
     assert ccapo("train", "--config", str(config), cwd=tmp_path).returncode == 0
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [0, 1, 2] and all("eval/accuracy" in r for r in records)

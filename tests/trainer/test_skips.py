@@ -77,7 +77,10 @@ def test_the_rows_left_unscored_change_neither_loss_nor_gradients(settings):
 def scoring_run(train_config):
     """The word policy scoring in-process; every row scored against its reference answer."""
     config = train_config(
-        weighting="counterfactual", scoring={"segmenter": "sentence", "min_span_tokens": 2, "target": "reference"}
+        counterfactual={
+            "weighting": "counterfactual",
+            "scoring": {"segmenter": "sentence", "min_span_tokens": 2, "target": "reference"},
+        }
     )
     return build_components(config, PROBLEMS, WeightedRewards([REWARDS["mentions_answer"]], [1.0]), checkpoint=None)
 
@@ -160,11 +163,14 @@ def score_every_row(monkeypatch):
 
 def test_a_run_with_skips_takes_the_step_of_a_run_scoring_every_row(train_config, tmp_path, monkeypatch):
     settings = dict(
-        weighting="counterfactual",
         dynamic_sampling=False,
         weight_positive_only=True,
         # every row scorable (the reference answer is scored), so the skipped rows would have had weights
-        scoring={"segmenter": "sentence", "min_span_tokens": 2, "target": "reference", "weights": {"scheme": "paper"}},
+        counterfactual={
+            "weighting": "counterfactual",
+            "scheme": "paper",
+            "scoring": {"segmenter": "sentence", "min_span_tokens": 2, "target": "reference"},
+        },
     )
     results = {}
     for arm in ("skips", "every_row"):
@@ -197,7 +203,7 @@ def test_groups_without_a_signal_are_not_scored_unless_the_kl_term_reads_their_w
 
     monkeypatch.setattr(Scorer, "compute", broken)
     problems = [p.__class__(p.question, "no such answer") for p in PROBLEMS]  # every reward 0
-    config = train_config(weighting="counterfactual", dynamic_sampling=False, beta=beta)
+    config = train_config(counterfactual={"weighting": "counterfactual"}, dynamic_sampling=False, beta=beta)
     Trainer(config, train_problems=problems, reward_fns=REWARDS).train()
     [record] = read_metrics(config.output_dir)
     if beta == 0:
