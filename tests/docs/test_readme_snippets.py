@@ -26,12 +26,16 @@ import re
 import shlex
 import signal
 import subprocess
+import textwrap
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from ccapo_trainer.config import parse_config
 from live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +48,10 @@ READY_TIMEOUT_S = 120
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """(language, body) of every fenced block; unlabelled blocks (the layout tree) are not code."""
-    return [(lang, body) for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if lang]
+    """(language, body) of every fenced block, also one indented in a list item; unlabelled blocks
+    (the layout tree) are not code."""
+    found = re.findall(r"^( *)```(\w*)\n(.*?)^\1```", text, re.M | re.S)
+    return [(lang, textwrap.dedent(body)) for _, lang, body in found if lang]
 
 
 def shell_commands(body: str) -> list[str]:
@@ -191,7 +197,12 @@ def test_readme_block_runs_as_written(index: int, workdir: Path, default_model_d
         if section_of(body) == "A 30-second tour":
             check_tour(namespace)
         return
-    assert lang == "bash", f"README block {index} is {lang!r}: only python and bash blocks are run"
+    if lang == "yaml":  # a training-config excerpt: it must load as written, under no deprecated name
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            parse_config(yaml.safe_load(body))
+        return
+    assert lang == "bash", f"README block {index} is {lang!r}: only python, yaml and bash blocks are run"
     for skipped in run_bash_block(body, workdir):
         print(f"skipped, marked: {skipped}")
 
