@@ -21,6 +21,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from ccapo.estimators import Estimator
 from ccapo.interventions import Branch, Intervention, additive_mask, branch, visibility
+from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class _Row:
 # A batch closes when the next row would be shorter than this share of its longest row: padding
 # is computed like real tokens, and a budget-only rule wasted a third of the work on padding.
 MIN_FILL = 0.8
+# The shortest query chunk a long row is fed in, however tight the memory: shorter ones cost more
+# in per-pass overhead than the mask they save.
+MIN_CHUNK = 16
 
 
 class Engine:
@@ -104,16 +108,43 @@ class Engine:
     Jobs are taken longest first in groups whose base-pass KV caches (`max_cached_tokens` padded
     positions) stay in memory while every counterfactual of the group is computed, so rows of
     similar length from many traces share a batch. `max_batch_tokens` bounds the padded tokens fed
-    per forward pass; the cached keys and values gathered per pass are bounded by four times that.
+    per forward pass.
+
+    Memory: each `score` call plans within `memory_bytes`, by default `MEMORY_SHARE` of the memory
+    free when it starts (`memory.py`). Half of it bounds the group's stored KV unless
+    `max_cached_tokens` is given; the rest, beside the group's store, bounds each pass: how many
+    rows gather their cached prefixes at once, and the query chunks a long row is fed in (the
+    attention mask grows with queries x keys). Chunks attend to the cache of the chunks before
+    them, so chunking changes no result.
     """
 
-    def __init__(self, model: PreTrainedModel, max_batch_tokens: int = 4096, max_cached_tokens: int = 32768):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        max_batch_tokens: int = 4096,
+        max_cached_tokens: int | None = None,
+        memory_bytes: int | None = None,
+    ):
         self.model = model
         self.max_batch_tokens = max_batch_tokens
-        self.max_cached_tokens = max(max_cached_tokens, max_batch_tokens)
+        self.max_cached_tokens = max_cached_tokens  # None: half the memory budget's worth of KV
+        self.memory_bytes = memory_bytes  # None: MEMORY_SHARE of the memory free when scoring starts
+        self.costs = TokenCosts.of(model)
         self.decoder = model.get_decoder()
         self.head = model.get_output_embeddings()
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+        # The engine's estimate of its own peak in the last `score` call: stored KV plus the largest pass.
+        self.peak_estimate_bytes = 0
+
+    def memory_budget(self) -> int:
+        """Bytes this engine plans to use beyond the model's weights, were it to start scoring now."""
+        if self.memory_bytes is not None:
+            return self.memory_bytes
+        return int(MEMORY_SHARE * available_memory(self.model.device))
+
+    def cached_tokens_budget(self, memory: int) -> int:
+        """Padded positions of base-pass KV a group may keep under a `memory` budget."""
+        return self.max_cached_tokens or max(1, memory // 2 // self.costs.kv)
 
     def score(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
         """Each job's scores, aligned with `jobs`."""
@@ -140,11 +171,15 @@ class Engine:
     ) -> list[JobScores | None]:
         results: list[JobScores | None] = [None] * len(jobs)
         order = sorted(range(len(jobs)), key=lambda i: -len(jobs[i].ids))
+        memory = self.memory_budget()  # once, before this call's own tensors take any of it
+        cached = self.cached_tokens_budget(memory)
+        logger.debug("memory budget %d MiB, %d cached tokens per group", memory >> 20, cached)
+        self.peak_estimate_bytes = 0
         done = 0
-        for group in _buckets(order, lambda i: len(jobs[i].ids), self.max_cached_tokens, fill=0.0):
+        for group in _buckets(order, lambda i: len(jobs[i].ids), cached, fill=0.0):
             live = [i for i in group if not cancelled(i)]
             if live:
-                run = lambda idx: self._score_group([jobs[i] for i in idx], lambda k: cancelled(idx[k]))  # noqa: E731
+                run = lambda idx: self._score_group([jobs[i] for i in idx], lambda k: cancelled(idx[k]), memory)  # noqa: E731
                 for i, scores in zip(live, _split_on_oom(run, live), strict=True):
                     results[i] = None if cancelled(i) else scores
             done += len(group)
@@ -152,19 +187,26 @@ class Engine:
                 progress(done, len(jobs))
         return results
 
-    def _score_group(self, jobs: list[EngineJob], cancelled: Cancelled) -> list[JobScores]:
+    def _score_group(self, jobs: list[EngineJob], cancelled: Cancelled, memory: int) -> list[JobScores]:
         """Base passes for jobs sorted longest first, then all their branches over the cached prefixes.
 
         A job `cancelled` says to drop gets no further passes; its scores are meaningless and discarded.
         """
+        longest = len(jobs[0].ids)
+        stored_bytes = len(jobs) * longest * self.costs.kv
+        room = max(0, memory - stored_bytes)  # for one pass, beside the group's stored KV
+        max_rows = max(1, room // 2 // (longest * self.costs.kv))  # rows' cached prefixes: half the room
         base = [0.0] * len(jobs)
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
-        for batch in _buckets(list(range(len(jobs))), lambda i: len(jobs[i].ids), self.max_batch_tokens):
+        batches = _buckets(
+            list(range(len(jobs))), lambda i: len(jobs[i].ids), self.max_batch_tokens, max_items=max_rows
+        )
+        for batch in batches:
             batch = [i for i in batch if not cancelled(i)]
             if not batch:
                 continue
-            hidden, cache = self._base_pass([jobs[i] for i in batch])
+            hidden, cache = self._base_pass([jobs[i] for i in batch], room, stored_bytes)
             answers = [(r, jobs[i].answer_start, jobs[i].ids[jobs[i].answer_start :]) for r, i in enumerate(batch)]
             for i, logprob in zip(batch, self._answer_logprobs(hidden, answers), strict=True):
                 base[i] = logprob
@@ -173,7 +215,7 @@ class Engine:
             stored = slice(batch[0], batch[-1] + 1) if contiguous else torch.tensor(batch, device=hidden.device)
             for layer, cached in enumerate(cache.layers):
                 if layer == len(keys):  # the group's longest job comes first: size the store by it
-                    shape = (len(jobs), cached.keys.shape[1], len(jobs[0].ids), cached.keys.shape[3])
+                    shape = (len(jobs), cached.keys.shape[1], longest, cached.keys.shape[3])
                     keys.append(cached.keys.new_zeros(shape))
                     values.append(cached.values.new_zeros(shape[:3] + cached.values.shape[3:]))
                 keys[layer][stored, :, :width] = cached.keys
@@ -186,28 +228,43 @@ class Engine:
         for row in rows:
             fed[row.job] += len(row.branch.tokens)
         rows.sort(key=lambda row: -len(row.branch.tokens))
-        max_rows = max(1, 4 * self.max_batch_tokens // len(jobs[0].ids))  # bounds the gathered prefixes
+        # Gathering prefixes is a copy: beyond four times the fed tokens it costs more than batching saves.
+        max_rows = min(max_rows, max(1, 4 * self.max_batch_tokens // longest))
         for batch in _buckets(rows, lambda row: len(row.branch.tokens), self.max_batch_tokens, max_items=max_rows):
             batch = [row for row in batch if not cancelled(row.job)]
             if not batch:
                 continue
-            run = lambda b: self._branch_pass(b, keys, values, jobs)  # noqa: E731
+            run = lambda b: self._branch_pass(b, keys, values, jobs, room, stored_bytes)  # noqa: E731
             for row, value in zip(batch, _split_on_oom(run, batch), strict=True):
                 masked[row.job][row.slot] = value
         return [JobScores(*scores) for scores in zip(base, masked, fed, strict=True)]
 
-    def _base_pass(self, jobs: list[EngineJob]) -> tuple[torch.Tensor, DynamicCache]:
+    def _base_pass(self, jobs: list[EngineJob], room: int, stored_bytes: int) -> tuple[torch.Tensor, DynamicCache]:
         device = self.model.device
+        n = len(jobs)
         width = max(len(job.ids) for job in jobs)
-        input_ids = torch.zeros((len(jobs), width), dtype=torch.long, device=device)
+        input_ids = torch.zeros((n, width), dtype=torch.long, device=device)
         for r, job in enumerate(jobs):
             input_ids[r, : len(job.ids)] = torch.tensor(job.ids, device=device)
-        # Right padding under a causal mask: no real position ever sees a padding position.
-        out = self.decoder(input_ids=input_ids, use_cache=True)
-        return out.last_hidden_state, out.cache
+        whole = self.costs.pass_bytes(n, width, width, masked=False)
+        if whole <= room:
+            self._note(stored_bytes + whole)
+            # Right padding under a causal mask: no real position ever sees a padding position.
+            out = self.decoder(input_ids=input_ids, use_cache=True)
+            return out.last_hidden_state, out.cache
+        lengths = torch.tensor([len(job.ids) for job in jobs], device=device)
+        nothing = torch.zeros(n, dtype=torch.long, device=device)
+        chunk = self._chunk(room, n, width, width, stored_bytes)
+        return self._feed(input_ids, nothing, lengths, (nothing, nothing), None, 0, chunk)
 
     def _branch_pass(
-        self, rows: list[_Row], keys: list[torch.Tensor], values: list[torch.Tensor], jobs: list[EngineJob]
+        self,
+        rows: list[_Row],
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        jobs: list[EngineJob],
+        room: int,
+        stored_bytes: int,
     ) -> list[float]:
         device = self.model.device
         n = len(rows)
@@ -221,24 +278,65 @@ class Engine:
         hidden_start = torch.tensor([(row.branch.hidden or (0, 0))[0] for row in rows], device=device)
         hidden_end = torch.tensor([(row.branch.hidden or (0, 0))[1] for row in rows], device=device)
 
-        past_cols = torch.arange(past, device=device)[None].expand(n, past)
-        new_cols = torch.arange(width, device=device)[None]
-        query_pos = prefix[:, None] + new_cols
-        key_pos = torch.cat([past_cols, query_pos], dim=1)
-        key_valid = torch.cat([past_cols < prefix[:, None], new_cols < lengths[:, None]], dim=1)
-        allowed = visibility(query_pos, key_pos, hidden_start, hidden_end) & key_valid[:, None, :]
-        mask = additive_mask(allowed, self.model.dtype)
-
         source = torch.tensor([row.job for row in rows], device=device)
         cache = DynamicCache(
             ddp_cache_data=[(k[source, :, :past], v[source, :, :past]) for k, v in zip(keys, values, strict=True)]
         )
-        out = self.decoder(input_ids=tokens, attention_mask=mask, position_ids=query_pos, cache=cache, use_cache=True)
+        chunk = self._chunk(room, n, past + width, width, stored_bytes)
+        hidden, _ = self._feed(tokens, prefix, lengths, (hidden_start, hidden_end), cache, past, chunk)
         answers = []
         for r, row in enumerate(rows):
             job = jobs[row.job]
             answers.append((r, row.branch.answer_start - row.branch.prefix_len, job.ids[job.answer_start :]))
-        return self._answer_logprobs(out.last_hidden_state, answers)
+        return self._answer_logprobs(hidden, answers)
+
+    def _chunk(self, room: int, rows: int, keys: int, width: int, stored_bytes: int) -> int:
+        """The longest query chunk (all of `width` if it fits) whose masked pass fits in `room`."""
+        chunk = min(width, max(MIN_CHUNK, self.costs.queries_within(room, rows, keys)))
+        self._note(stored_bytes + self.costs.pass_bytes(rows, keys, chunk))
+        return chunk
+
+    def _feed(
+        self,
+        tokens: torch.Tensor,
+        prefix: torch.Tensor,
+        lengths: torch.Tensor,
+        hidden: tuple[torch.Tensor, torch.Tensor],
+        cache: DynamicCache | None,
+        past: int,
+        chunk: int,
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """Feed row r's `tokens[r, :lengths[r]]` at positions prefix[r], prefix[r] + 1, ... in query chunks.
+
+        Each chunk attends to the first prefix[r] of the cache's `past` positions, to the chunks fed
+        before it (the cache grows by each chunk) and to itself, under the intervention's
+        visibility. Returns the last hidden states (rows, width, d) and the grown cache.
+        """
+        device = tokens.device
+        n, width = tokens.shape
+        past_cols = torch.arange(past, device=device)[None].expand(n, past)
+        past_valid = past_cols < prefix[:, None]
+        states = []
+        for start in range(0, width, chunk):
+            end = min(width, start + chunk)
+            new_cols = torch.arange(end, device=device)[None]
+            key_pos = torch.cat([past_cols, prefix[:, None] + new_cols], dim=1)
+            query_pos = key_pos[:, past + start :]
+            key_valid = torch.cat([past_valid, new_cols < lengths[:, None]], dim=1)
+            allowed = visibility(query_pos, key_pos, *hidden) & key_valid[:, None, :]
+            mask = additive_mask(allowed, self.model.dtype)
+            del allowed
+            out = self.decoder(
+                input_ids=tokens[:, start:end], attention_mask=mask, position_ids=query_pos, cache=cache, use_cache=True
+            )
+            cache = out.cache
+            states.append(out.last_hidden_state)
+            del out, mask
+        assert cache is not None  # width >= 1: at least one chunk ran
+        return torch.cat(states, dim=1) if len(states) > 1 else states[0], cache
+
+    def _note(self, planned_bytes: int) -> None:
+        self.peak_estimate_bytes = max(self.peak_estimate_bytes, planned_bytes)
 
     def _answer_logprobs(self, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]) -> list[float]:
         """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
