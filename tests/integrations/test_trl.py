@@ -47,7 +47,15 @@ def reward(completions, **kwargs):
 
 
 def make_trainer(
-    model_dir, tokenizer, tmp_path, cls=CounterfactualGRPOTrainer, prompts=2, vocab_size=None, **kwargs
+    model_dir,
+    tokenizer,
+    tmp_path,
+    cls=CounterfactualGRPOTrainer,
+    prompts=2,
+    vocab_size=None,
+    reward_funcs=reward,
+    rollout_func=None,
+    **kwargs,
 ):
     """A trainer whose batches hold `prompts` prompts x GROUP completions (fewer: cheaper steps)."""
     loss_type = kwargs.pop("loss_type", "dapo")
@@ -68,11 +76,11 @@ def make_trainer(
     torch.manual_seed(0)
     return cls(
         model=AutoModelForCausalLM.from_pretrained(model_dir),
-        reward_funcs=reward,
+        reward_funcs=reward_funcs,
         args=args,
         train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
         processing_class=tokenizer,
-        rollout_func=make_rollout(tokenizer, vocab_size),
+        rollout_func=rollout_func or make_rollout(tokenizer, vocab_size),
         **kwargs,
     )
 
@@ -135,6 +143,32 @@ def test_two_training_steps(weighting, tiny_model_dir, tokenizer, tmp_path):
             assert log["ccapo/weights/scored_share"] == 1.0
             assert log["ccapo/weights/std"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+
+
+def test_rows_with_zero_advantage_are_not_scored(tiny_model_dir, tokenizer, tmp_path):
+    def equal_in_the_first_group(completions, **kwargs):
+        return [0.0 if i < GROUP else float(i) for i in range(len(completions))]
+
+    def distinct_rows(prompts, trainer):  # make_rollout repeats rows, which are scored once anyway
+        prompt_ids = encode(tokenizer, [PROMPTS[i % len(PROMPTS)] for i in range(len(prompts))])
+        completion_ids = encode(tokenizer, [COMPLETIONS[i // GROUP % len(COMPLETIONS)] for i in range(len(prompts))])
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": completion_ids,
+            "logprobs": [[0.0] * len(c) for c in completion_ids],
+        }
+
+    trainer = make_trainer(
+        tiny_model_dir, tokenizer, tmp_path, reward_funcs=equal_in_the_first_group, rollout_func=distinct_rows
+    )
+    scorer, sent = trainer.weight_provider.scorer, []
+    score = scorer.score
+    scorer.score = lambda traces, config=None: sent.extend(traces) or score(traces, config)
+    output = generation_batch(trainer)
+    assert (output["advantages"] == 0).all(dim=1).tolist() == [True] * GROUP + [False] * GROUP
+    assert len(sent) == GROUP and trainer._metrics["train"]["ccapo/weights/scored_traces"][-1] == GROUP
+    ids, mask = output["completion_ids"], output["completion_mask"].bool()
+    assert [list(t["completion_ids"]) for t in sent] == [ids[r][mask[r]].tolist() for r in range(GROUP, 2 * GROUP)]
 
 
 def test_uniform_weights_reproduce_stock_grpo_loss(tiny_model_dir, tokenizer, tmp_path):

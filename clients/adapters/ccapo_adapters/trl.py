@@ -105,11 +105,13 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
         step = self.state.global_step
         self.weight_provider.maybe_sync(self._policy(), self._tokenizer_for_scoring(), step)
         # Score every completion token the model saw (tool outputs too); weight only the loss tokens.
+        # The weights multiply the advantages, so a row whose advantage is 0 needs none.
         batch = self.weight_provider.weights(
             output["prompt_ids"],
             output["completion_ids"],
             prompt_mask=output["prompt_mask"],
             completion_mask=output["completion_mask"],
+            skip=(output["advantages"] == 0).cpu(),
         )
         if (batch.weights < 0).any():
             raise ValueError(
