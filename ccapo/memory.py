@@ -2,7 +2,10 @@
 
 The engine sizes its work from these numbers instead of fixed padded sizes: the base-pass KV it
 keeps for a group of traces, the rows per counterfactual pass, and the query chunk a long row is
-fed in. The costs are upper bounds of what the engine itself allocates beyond the model's weights.
+fed in. The costs estimate what the engine's own tensors take beyond the model's weights. They
+miss the allocator's retained free memory and small transients: on the default model they were
+75-99% of the process's measured peak RSS growth (`bench/memory.py`), and `MEMORY_SHARE` leaves
+room for the rest.
 """
 
 from __future__ import annotations
