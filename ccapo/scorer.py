@@ -84,7 +84,9 @@ class PreparedTrace:
 class Scorer:
     """Counterfactual span importance for reasoning traces, under one causal LM.
 
-    `max_batch_tokens` bounds the tokens per forward pass (default 4096 on CPU, 32768 otherwise).
+    `max_batch_tokens` bounds the tokens per forward pass (default 4096 on CPU, 32768 otherwise);
+    `memory_bytes` fixes the exact engine's memory budget (default: half the memory free when a
+    call starts, see `ccapo.memory`).
     """
 
     def __init__(
@@ -94,12 +96,13 @@ class Scorer:
         *,
         max_batch_tokens: int | None = None,
         model_id: str | None = None,
+        memory_bytes: int | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id or getattr(model.config, "_name_or_path", None) or type(model).__name__
         default_budget = 4096 if model.device.type == "cpu" else 32768
-        self.engine = Engine(model, max_batch_tokens or default_budget)
+        self.engine = Engine(model, max_batch_tokens or default_budget, memory_bytes=memory_bytes)
         self.vocab_size = model.get_input_embeddings().num_embeddings
         text_config = model.config.get_text_config()
         self.context_length = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 30)
@@ -116,11 +119,12 @@ class Scorer:
         *,
         trust_remote_code: bool = False,
         max_batch_tokens: int | None = None,
+        memory_bytes: int | None = None,
     ) -> Scorer:
         """Load a model by hub id, local directory or GGUF file (default: the bundled SmolLM2-135M)."""
         loaded, tokenizer = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         model_id = DEFAULT_MODEL if model in (None, "default") else model  # "default" names no model
-        return cls(loaded, tokenizer, max_batch_tokens=max_batch_tokens, model_id=model_id)
+        return cls(loaded, tokenizer, max_batch_tokens=max_batch_tokens, model_id=model_id, memory_bytes=memory_bytes)
 
     def score(
         self,

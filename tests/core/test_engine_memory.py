@@ -80,7 +80,7 @@ def test_a_large_budget_keeps_results_and_passes_whole(llama, tokenizer):
         assert a.forward_tokens == b.forward_tokens
 
 
-def test_the_budget_follows_the_memory_available(llama, monkeypatch):
+def test_the_budget_follows_the_memory_available(llama, tokenizer, monkeypatch):
     monkeypatch.setattr(engine, "available_memory", lambda device: 64 << 20)
     kv = TokenCosts.of(llama).kv
     adaptive = Engine(llama)
@@ -90,6 +90,7 @@ def test_the_budget_follows_the_memory_available(llama, monkeypatch):
     assert adaptive.memory_budget() == int(MEMORY_SHARE * (16 << 20))  # read again at every call
     assert Engine(llama, memory_bytes=5 << 20).memory_budget() == 5 << 20  # the overrides win
     assert Engine(llama, max_cached_tokens=300).cached_tokens_budget(1 << 30) == 300
+    assert Scorer(llama, tokenizer, memory_bytes=7 << 20).engine.memory_budget() == 7 << 20
 
 
 def test_kv_cost_is_what_the_cache_holds(llama):
