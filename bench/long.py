@@ -1,6 +1,6 @@
 """Long traces: the exact, gradient and refine estimators side by side, at ~1.2k and ~4k tokens.
 
-    python bench/long.py                                  # default model on CPU: about 15 minutes
+    python bench/long.py                                  # default model, 2 quiet CPU cores: about 12 minutes
     python bench/long.py --traces 8 3 --interventions delete attention --out long.md
     python bench/long.py --dry-run                        # a tiny random model, short traces: checks the script
 
