@@ -148,7 +148,7 @@ class Engine:
 
     def score(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
         """Each job's scores, aligned with `jobs`."""
-        return cast(list[JobScores], self.score_cancellable(jobs, _never, progress))
+        return cast(list[JobScores], self.score_cancellable(jobs, never_cancelled, progress))
 
     def score_cancellable(
         self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None = None
@@ -356,7 +356,7 @@ class Engine:
         return sums.tolist()
 
 
-def _never(job: int) -> bool:
+def never_cancelled(job: int) -> bool:
     return False
 
 

@@ -22,13 +22,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
-from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, _never
-from ccapo.estimators import ESTIMATORS
-from ccapo.gradient import gradient_scores
+from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, never_cancelled
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
-from ccapo.refine import refine_scores
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
+from ccapo.routing import estimate
 from ccapo.spans import TokenSpan, char_range_to_tokens, custom_spans, segment
 from ccapo.trace import Trace
 from ccapo.weights import WeightConfig, compute_token_weights
@@ -181,7 +179,7 @@ class Scorer:
     def compute(self, jobs: Sequence[EngineJob], progress: Progress | None = None) -> list[JobScores]:
         """Run prepared jobs, each by its estimator; exact ones on the fast engine, or on the reference
         where the fast path is not exact."""
-        return cast(list[JobScores], self._estimate(jobs, _never, progress))
+        return cast(list[JobScores], estimate(self.model, self._exact, jobs, never_cancelled, progress))
 
     def compute_cancellable(self, jobs: Sequence[EngineJob], cancelled: Cancelled) -> list[JobScores | None]:
         """`compute`, dropping job i (its entry None) once `cancelled(i)` says so.
@@ -189,25 +187,7 @@ class Scorer:
         The fast engine asks before every forward pass; the reference engine before every job.
         A server uses this to stop work whose request is gone.
         """
-        return self._estimate(jobs, cancelled, None)
-
-    def _estimate(
-        self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
-    ) -> list[JobScores | None]:
-        results: list[JobScores | None] = [None] * len(jobs)
-        done = 0
-        for estimator in ESTIMATORS:
-            picked = [i for i, job in enumerate(jobs) if job.estimator == estimator]
-            if not picked:
-                continue
-            offset = done
-            step = None if progress is None else lambda k, _n, base=offset: progress(base + k, len(jobs))
-            run = _ESTIMATE[estimator]
-            scores = run(self, [jobs[i] for i in picked], lambda k, idx=picked: cancelled(idx[k]), step)
-            for i, score in zip(picked, scores, strict=True):
-                results[i] = score
-            done += len(picked)
-        return results
+        return estimate(self.model, self._exact, jobs, cancelled)
 
     def _exact(
         self, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None = None
@@ -463,18 +443,3 @@ def _validation_message(err: ValidationError) -> str:
         f"{'.'.join(str(p) for p in e['loc']) or 'trace'}: {e['msg'].removeprefix('Value error, ')}"
         for e in err.errors()
     )
-
-
-def _estimate_gradient(
-    scorer: Scorer, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
-) -> list[JobScores | None]:
-    return gradient_scores(scorer.model, jobs, cancelled, progress)
-
-
-def _estimate_refine(
-    scorer: Scorer, jobs: Sequence[EngineJob], cancelled: Cancelled, progress: Progress | None
-) -> list[JobScores | None]:
-    return refine_scores(scorer._exact, jobs, cancelled, progress)
-
-
-_ESTIMATE = {"exact": Scorer._exact, "gradient": _estimate_gradient, "refine": _estimate_refine}
