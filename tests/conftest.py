@@ -10,29 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from live_server import start_server
+from tiny_models import tiny_model
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Qwen2Config,
-    Qwen2ForCausalLM,
 )
 
 from ccapo.models import ensure_default_model
-
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    tie_word_embeddings=True,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -54,17 +41,6 @@ def default_model_dir() -> str:
 def tokenizer(default_model_dir: str) -> PreTrainedTokenizerBase:
     """SmolLM2's real tokenizer and chat template."""
     return AutoTokenizer.from_pretrained(default_model_dir)
-
-
-def tiny_model(kind: str, vocab_size: int, seed: int = 0) -> PreTrainedModel:
-    torch.manual_seed(seed)
-    if kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **TINY))
-    elif kind == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab_size, **TINY))
-    else:
-        raise ValueError(kind)
-    return model.eval()
 
 
 @pytest.fixture(scope="session", params=["llama", "qwen2"])

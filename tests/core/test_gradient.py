@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TINY, tiny_model
+from tiny_models import TINY, tiny_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ccapo import Scorer, ScoringConfig, Trace, reference

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
-from conftest import tiny_model
+from tiny_models import tiny_model
 from transformers import AutoTokenizer
 
 from ccapo.models import ensure_default_model
