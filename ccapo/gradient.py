@@ -183,17 +183,27 @@ def _recomputed_layers(decoder: torch.nn.Module) -> Iterator[None]:
 
 
 def _check_attention_window(model: PreTrainedModel, jobs: Sequence[EngineJob]) -> None:
-    """The gate's mask is plainly causal: right for sliding-window layers only within their window."""
+    for job in jobs:
+        if (reason := unsupported_reason(model, job)) is not None:
+            raise GradientUnsupportedError(reason)
+
+
+def unsupported_reason(model: PreTrainedModel, job: EngineJob) -> str | None:
+    """Why this estimator cannot estimate `job` on `model` (None: it can). The gate's mask is plainly
+    causal: right for sliding-window layers only within their window. `Scorer` asks when it prepares
+    a trace, so a server refuses that trace alone instead of failing the batch it would share."""
+    if not _gated(job):
+        return None
     config = model.config.get_text_config()
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
     slides = bool(window) and getattr(config, "use_sliding_window", True) is not False
     if layer_types is not None:
         slides = slides and "sliding_attention" in layer_types
-    longest = max((len(job.ids) for job in jobs if _gated(job)), default=0)
-    if slides and longest > window:
-        raise GradientUnsupportedError(
-            f"the gradient estimator builds its own causal attention mask for the attention and delete "
-            f"interventions, which knows nothing of this model's {window}-token sliding window, and a sequence "
-            f'here has {longest} tokens: use estimator="exact", or intervention="pad"'
-        )
+    if not slides or len(job.ids) <= window:
+        return None
+    return (
+        f"the gradient estimator builds its own causal attention mask for the attention and delete "
+        f"interventions, which knows nothing of this model's {window}-token sliding window, and this sequence "
+        f'has {len(job.ids)} tokens: use estimator="exact", or intervention="pad"'
+    )

@@ -23,6 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
 from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, never_cancelled
+from ccapo.gradient import unsupported_reason as gradient_unsupported
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
@@ -313,6 +314,8 @@ class Scorer:
             estimator=config.estimator,
             refine_budget=config.refine_budget,
         )
+        if config.estimator == "gradient" and (reason := gradient_unsupported(self.model, job)) is not None:
+            raise TraceError(index, reason)
         return PreparedTrace(completion, tokens, answer, tuple(spans), job)
 
     def _prompt_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:

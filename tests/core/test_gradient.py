@@ -9,13 +9,14 @@ span positions or rows mixed up in a batch all fail here.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from tiny_models import TINY, tiny_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from ccapo import Scorer, ScoringConfig, Trace, reference
+from ccapo import Scorer, ScoringConfig, Trace, TraceError, reference
 from ccapo import gradient as gradient_module
 from ccapo.engine import EngineJob
 from ccapo.gradient import GradientUnsupportedError, gradient_scores
@@ -189,9 +190,11 @@ def test_sliding_window_models_take_pad_but_refuse_the_gate_past_their_window(to
     torch.manual_seed(0)
     sliding = Qwen2ForCausalLM(config).double().eval()
     assert "sliding_attention" in sliding.config.layer_types
-    with pytest.raises(GradientUnsupportedError, match="sliding window"):
-        gradient_scores(sliding, jobs_for(sliding, tokenizer, "delete"), never)
+    with pytest.raises(TraceError, match=r"trace 0: .*sliding window"):  # refused alone, when prepared
+        jobs_for(sliding, tokenizer, "delete")
     job = jobs_for(sliding, tokenizer, "pad")[0]
+    with pytest.raises(GradientUnsupportedError, match="sliding window"):
+        gradient_scores(sliding, [replace(job, intervention="delete")], never)
     (scores,) = gradient_scores(sliding, [job], never)
     expected = [pad_derivative(sliding, job, span) for span in job.spans]
     assert drops(scores) == pytest.approx(expected, **TOLERANCE)
