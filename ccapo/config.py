@@ -43,7 +43,11 @@ class ScoringConfig(BaseModel):
         "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`",
     )
     refine_budget: float = Field(
-        0.5, gt=0, le=1, description='"refine": share of the exact estimator\'s feed tokens it may spend in all'
+        0.5,
+        gt=0,
+        le=1,
+        description='"refine": share of the exact estimator\'s feed tokens it may spend in all (at least one '
+        "block of all spans; 1.0 gives the exact pass)",
     )
     weights: WeightConfig = Field(default_factory=WeightConfig)
 
