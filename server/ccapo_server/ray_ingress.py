@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from fastapi.security import HTTPAuthorizationCredentials
@@ -128,6 +129,9 @@ class ScorerIngress:
         await self._admin_guard(_bearer(request))  # before the lease, so a bad key is 401/403, never 409
         if not await self._registry.begin_swap.remote():
             raise ApiError("conflict", "a model is already being loaded; retry when it is done")
+        # Replicas swap one after another under the registry's lease, so the ingress answers once all
+        # serve it; a handle caller that must not wait keeps the call's response and polls it instead.
+        request = replace(request, headers=[(k, v) for k, v in request.headers if k.lower() != b"prefer"])
         try:
             response, source, name, version = await self._on_replica(self._model.swap, request)
             if response.status != 200:
