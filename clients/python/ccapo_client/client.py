@@ -199,6 +199,8 @@ class Client(_BaseClient):
     def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
         try:
             state = self._request("GET", location, admin=True, server=index).json()
+        except (RequestTimeoutError, ConnectionError):  # a server busy loading answers late: look again later
+            return "pending", None
         except ApiError as err:  # 404: the server restarted, or forgot the swap long ago
             return "failed", f"{self.base_urls[index]}: {err}"
         error = state.get("error") or {}
