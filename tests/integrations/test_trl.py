@@ -8,6 +8,7 @@ anything. Everything after generation (rewards, advantages, loss, optimizer) is 
 from __future__ import annotations
 
 import os
+import time
 
 import httpx
 import pytest
@@ -264,3 +265,30 @@ def test_remote_provider_syncs_the_policy_to_a_real_server(tiny_model_dir, token
     assert [log["ccapo/policy_lag_steps"] for log in steps] == [0.0, 0.0]
     assert trainer.weight_provider.synced_step == 1 and last != first
     assert (tmp_path / "policy" / "model.safetensors").exists()
+
+
+def test_a_policy_load_slower_than_the_client_timeout_leaves_training_on_the_live_model(
+    tiny_model_dir, tokenizer, tmp_path, slow_server
+):
+    """The step-0 push outlasts the client's read timeout: TRL trains on, scored by the server's live
+    model, and the push counts once it is live (it once ended training with httpx.ReadTimeout)."""
+    config = CounterfactualConfig(
+        provider="remote",
+        server_url=slow_server.url,
+        admin_key="admin",
+        sync_every=1,
+        sync_dir=str(slow_server.roots / "trl-policy"),
+        request_timeout_s=slow_server.client_timeout_s,
+        swap_wait_s=0.1,
+    )
+    version = slow_server.version()
+    trainer = make_trainer(tiny_model_dir, tokenizer, tmp_path, prompts=1, counterfactual=config)
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert [log["ccapo/weights/scored_share"] for log in steps] == [1.0, 1.0]
+    provider = trainer.weight_provider
+    deadline = time.monotonic() + 60
+    while provider.swap_pending():
+        assert time.monotonic() < deadline, "the push never went live"
+        time.sleep(0.2)
+    assert provider.synced_step in (0, 1) and int(slow_server.version()) > int(version)
