@@ -1,14 +1,10 @@
 """The OpenRLHF recipe as it starts: the launch script's own arguments through the entry point and
 OpenRLHF's own argument parser and checks, and the worker setup hook that imports only the standard library.
-
-OpenRLHF's `cli/train_ppo_ray.py` imports vLLM and its GPU actors at the top, so its `__main__`
-block (the parser and every check on the arguments) runs here from its own source, with `train`
-replaced by a function that keeps the arguments: `train` would start the GPU actor groups.
+OpenRLHF's parser and checks run as `openrlhf_cli.openrlhf_args` runs them (its `train` starts GPU actors).
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
 import json
 import os
@@ -18,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from openrlhf_cli import openrlhf_args
 
 REPO = Path(__file__).resolve().parents[4]
 RECIPE = REPO / "examples" / "openrlhf"
@@ -35,33 +32,10 @@ def script_args(**env: str) -> list[str]:
     return done.stdout.splitlines()
 
 
-def run_openrlhf_main(argv: list[str]) -> SimpleNamespace:
-    """OpenRLHF's `train_ppo_ray` `__main__` block on `argv`: its parser and checks; the parsed args."""
-    import openrlhf
-
-    path = Path(openrlhf.__file__).parent / "cli" / "train_ppo_ray.py"
-    module = ast.parse(path.read_text())
-    main = next(node for node in module.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test))
-    kept: list[SimpleNamespace] = []
-    namespace = {"__name__": "__main__", "train": kept.append}
-    for node in module.body:  # the plain imports the block uses (argparse, os, datetime); not vLLM's
-        stdlib = not ast.unparse(node).startswith(("from openrlhf", "from ray"))
-        if isinstance(node, ast.Import | ast.ImportFrom) and stdlib:
-            exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
-    old_argv = sys.argv
-    sys.argv = ["train_ppo_ray", *argv]
-    try:
-        exec(compile(ast.Module(main.body, []), str(path), "exec"), namespace)
-    finally:
-        sys.argv = old_argv
-    (args,) = kept
-    return args
-
-
 @pytest.fixture
 def entry_point(monkeypatch):
     """examples/openrlhf/train_ppo_ccapo.py's `main`, with `ray.init` recorded (no cluster here) and
-    OpenRLHF's `train_ppo_ray` run as `run_openrlhf_main` does."""
+    OpenRLHF's `train_ppo_ray` run as far as `openrlhf_args` runs it."""
     monkeypatch.syspath_prepend(str(RECIPE))
     entry = importlib.import_module("train_ppo_ccapo")
     started = SimpleNamespace(runtime_env=None, args=None)
@@ -69,7 +43,7 @@ def entry_point(monkeypatch):
 
     def run_module(name: str, run_name: str) -> None:
         assert (name, run_name) == ("openrlhf.cli.train_ppo_ray", "__main__")
-        started.args = run_openrlhf_main(sys.argv[1:])
+        started.args = openrlhf_args(sys.argv[1:])
 
     monkeypatch.setattr(entry.runpy, "run_module", run_module)
 
