@@ -21,7 +21,7 @@ import httpx
 from ccapo_client._version import __version__
 from ccapo_client.errors import ApiError, RequestTimeoutError, error_from_response
 from ccapo_client.models import ModelInfo, ScoreResponse
-from ccapo_client.swaps import ModelSwap, SwapState, follow
+from ccapo_client.swaps import ModelSwap, SwapState, follow, follow_async
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,11 @@ class _BaseClient:
     def _headers(self, admin: bool = False) -> dict[str, str]:
         key = self.admin_key if admin and self.admin_key else self.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _swap_state(self, index: int, state: dict[str, Any]) -> tuple[SwapState, str | None]:
+        """A server's `GET /v1/model/swaps/{id}` answer: its state and, when failed, why."""
+        error = state.get("error") or {}
+        return state["status"], error and f"{self.base_urls[index]}: {error.get('message')} [{error.get('type')}]"
 
     def _timed_out(self, index: int, err: httpx.TimeoutException) -> RequestTimeoutError:
         return RequestTimeoutError(self.base_urls[index], f"no answer within the client's timeout ({err!r})")
@@ -198,13 +203,11 @@ class Client(_BaseClient):
 
     def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
         try:
-            state = self._request("GET", location, admin=True, server=index).json()
+            return self._swap_state(index, self._request("GET", location, admin=True, server=index).json())
         except (RequestTimeoutError, ConnectionError):  # a server busy loading answers late: look again later
             return "pending", None
         except ApiError as err:  # 404: the server restarted, or forgot the swap long ago
             return "failed", f"{self.base_urls[index]}: {err}"
-        error = state.get("error") or {}
-        return state["status"], error and f"{self.base_urls[index]}: {error.get('message')} [{error.get('type')}]"
 
     def health(self) -> bool:
         """Whether any server is alive (`/healthz`); no retries."""
@@ -284,6 +287,33 @@ class AsyncClient(_BaseClient):
         ]
         return ModelInfo.model_validate(responses[-1].json())
 
+    async def swap_model(self, path: str, wait_s: float = 30.0) -> ModelSwap:
+        """`Client.swap_model`, awaited."""
+        swap = ModelSwap(path)
+        for index in range(len(self.base_urls)):
+            response = await self._request(
+                "POST", "/v1/model", {"model": path}, admin=True, server=index, headers=RESPOND_ASYNC
+            )
+            if response.status_code == 202:
+                swap.waiting[index] = f"/v1/model/swaps/{response.json()['id']}"
+        return await self.swap_status(swap, wait_s)
+
+    async def swap_status(self, swap: ModelSwap, wait_s: float = 0.0) -> ModelSwap:
+        """`Client.swap_status`, awaited."""
+        await follow_async(swap, self._poll_swap, wait_s)
+        if swap.status == "live" and swap.model is None:
+            last = len(self.base_urls) - 1
+            swap.model = ModelInfo.model_validate((await self._request("GET", "/v1/model", server=last)).json())
+        return swap
+
+    async def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
+        try:
+            return self._swap_state(index, (await self._request("GET", location, admin=True, server=index)).json())
+        except (RequestTimeoutError, ConnectionError):
+            return "pending", None
+        except ApiError as err:
+            return "failed", f"{self.base_urls[index]}: {err}"
+
     async def health(self) -> bool:
         return any([await self._probe(url + "/healthz") for url in self.base_urls])
 
@@ -306,7 +336,14 @@ class AsyncClient(_BaseClient):
             return False
 
     async def _request(
-        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        admin: bool = False,
+        server: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         last: httpx.Response | httpx.TransportError | None = None
         for _ in range(self.max_retries + 1):
@@ -315,7 +352,7 @@ class AsyncClient(_BaseClient):
                 await asyncio.sleep(wait)
             try:
                 response = await self._http.request(
-                    method, self.base_urls[index] + path, json=body, headers=self._headers(admin)
+                    method, self.base_urls[index] + path, json=body, headers={**self._headers(admin), **(headers or {})}
                 )
             except RETRY_ERRORS as err:
                 self._connection_failed(index, err)

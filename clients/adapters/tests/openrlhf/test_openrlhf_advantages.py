@@ -6,6 +6,7 @@ constructor with the arguments OpenRLHF's own parser makes (`openrlhf_cli`), its
 through Ray tasks that save as the GPU actor group would, including a load slower than the client's
 timeout. The entry point, the launch script and the worker setup hook: test_launch.py.
 """
+
 from __future__ import annotations
 
 import copy
