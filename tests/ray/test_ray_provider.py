@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from ccapo_adapters.provider import CounterfactualConfig, WeightProvider
+from ccapo_client import RayScorer
 from ray_app import ADMIN_KEY, API_KEY, RayApp
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -37,3 +38,16 @@ def test_a_provider_with_a_handle_gives_the_in_process_weights_and_syncs_every_r
     assert all(r["model_id"] == "policy" and r["version"] == before + 1 for r in served.values()), served
     synced = provider.weights(prompt_ids, completion_ids)
     torch.testing.assert_close(synced.weights, expected.weights, atol=1e-4, rtol=0)  # the policy is tiny-a
+
+
+def test_a_swap_through_the_handle_is_pending_past_its_wait_and_never_cancelled(ray_app: RayApp) -> None:
+    """`RayScorer.swap_model` leaves the swap call running in the cluster past its own wait (a pending
+    swap, scoring on meanwhile), where a timed-out `load_model` would cancel it."""
+    scorer = RayScorer(ray_app.handle, api_key=API_KEY, admin_key=ADMIN_KEY)
+    before = scorer.model_info()
+    target = "tiny-a" if before.id.endswith("tiny-b") else "tiny-b"
+    swap = scorer.swap_model(target, wait_s=0)
+    assert swap.status == "pending" and swap.model is None
+    swap = scorer.swap_status(swap, wait_s=120)
+    assert swap.status == "live" and swap.model.id == target
+    assert swap.model.version == scorer.model_info().version == str(int(before.version) + 1)
