@@ -12,29 +12,14 @@ import time
 
 import pytest
 from adapter_traces import COMPLETIONS, PROMPTS, encode
-from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters import WeightProvider
 from ccapo_adapters.provider import save_merged
 from ccapo_client import RemoteScorer, RequestTimeoutError
-
-
-def wait_until_live(provider: WeightProvider, within_s: float = 60.0) -> None:
-    deadline = time.monotonic() + within_s
-    while provider.swap_pending():
-        assert time.monotonic() < deadline, "the swap never went live"
-        time.sleep(0.2)
+from slow_swaps import slow_sync_config, wait_until_live
 
 
 def slow_provider(server, sync_dir, swap_wait_s: float = 0.2) -> WeightProvider:
-    config = CounterfactualConfig(
-        provider="remote",
-        server_url=server.url,
-        admin_key="admin",
-        sync_every=1,
-        sync_dir=str(sync_dir),
-        request_timeout_s=server.client_timeout_s,
-        swap_wait_s=swap_wait_s,
-    )
-    return WeightProvider.remote(config)
+    return WeightProvider.remote(slow_sync_config(server.url, sync_dir, server.client_timeout_s, swap_wait_s))
 
 
 def test_a_blocking_load_past_the_timeout_is_a_typed_timeout_and_swap_model_is_pending(slow_server, llama, tokenizer):

@@ -8,7 +8,6 @@ anything. Everything after generation (rewards, advantages, loss, optimizer) is 
 from __future__ import annotations
 
 import os
-import time
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode
 from datasets import Dataset
 from live_server import start_server
+from slow_swaps import slow_sync_config, wait_until_live
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL
@@ -272,23 +272,12 @@ def test_a_policy_load_slower_than_the_client_timeout_leaves_training_on_the_liv
 ):
     """The step-0 push outlasts the client's read timeout: TRL trains on, scored by the server's live
     model, and the push counts once it is live (it once ended training with httpx.ReadTimeout)."""
-    config = CounterfactualConfig(
-        provider="remote",
-        server_url=slow_server.url,
-        admin_key="admin",
-        sync_every=1,
-        sync_dir=str(slow_server.roots / "trl-policy"),
-        request_timeout_s=slow_server.client_timeout_s,
-        swap_wait_s=0.1,
-    )
+    config = slow_sync_config(slow_server.url, slow_server.roots / "trl-policy", slow_server.client_timeout_s, 0.1)
     version = slow_server.version()
     trainer = make_trainer(tiny_model_dir, tokenizer, tmp_path, prompts=1, counterfactual=config)
     trainer.train()
     steps = [log for log in trainer.state.log_history if "loss" in log]
     assert [log["ccapo/weights/scored_share"] for log in steps] == [1.0, 1.0]
     provider = trainer.weight_provider
-    deadline = time.monotonic() + 60
-    while provider.swap_pending():
-        assert time.monotonic() < deadline, "the push never went live"
-        time.sleep(0.2)
+    wait_until_live(provider)
     assert provider.synced_step in (0, 1) and int(slow_server.version()) > int(version)

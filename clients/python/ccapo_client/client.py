@@ -29,6 +29,8 @@ RETRY_STATUSES = frozenset({429, 502, 503})
 # Connection-level failures only: a read timeout means a server has the work and is slow, and
 # sending it again would add load rather than get an answer sooner.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+# What a look at a swap may meet; only a server's error answer settles it (as failed).
+POLL_ERRORS = (ApiError, RequestTimeoutError, ConnectionError)
 # The admin's swap request, answered at once (202) while the model loads: RFC 7240's preference.
 RESPOND_ASYNC = {"Prefer": "respond-async"}
 # Enough concurrent requests for a trainer's worker threads; idle connections are kept for reuse.
@@ -114,6 +116,11 @@ class _BaseClient:
         """A server's `GET /v1/model/swaps/{id}` answer: its state and, when failed, why."""
         error = state.get("error") or {}
         return state["status"], error and f"{self.base_urls[index]}: {error.get('message')} [{error.get('type')}]"
+
+    def _poll_failed(self, index: int, err: Exception) -> tuple[SwapState, str | None]:
+        if isinstance(err, ApiError):  # 404: the server restarted, or forgot the swap long ago
+            return "failed", f"{self.base_urls[index]}: {err}"
+        return "pending", None  # a server busy loading answers late: look again later
 
     def _timed_out(self, index: int, err: httpx.TimeoutException) -> RequestTimeoutError:
         return RequestTimeoutError(self.base_urls[index], f"no answer within the client's timeout ({err!r})")
@@ -204,10 +211,8 @@ class Client(_BaseClient):
     def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
         try:
             return self._swap_state(index, self._request("GET", location, admin=True, server=index).json())
-        except (RequestTimeoutError, ConnectionError):  # a server busy loading answers late: look again later
-            return "pending", None
-        except ApiError as err:  # 404: the server restarted, or forgot the swap long ago
-            return "failed", f"{self.base_urls[index]}: {err}"
+        except POLL_ERRORS as err:
+            return self._poll_failed(index, err)
 
     def health(self) -> bool:
         """Whether any server is alive (`/healthz`); no retries."""
@@ -233,14 +238,8 @@ class Client(_BaseClient):
             return False
 
     def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        admin: bool = False,
-        server: int | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None,
+        headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         last: httpx.Response | httpx.TransportError | None = None
         for _ in range(self.max_retries + 1):
@@ -309,10 +308,8 @@ class AsyncClient(_BaseClient):
     async def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
         try:
             return self._swap_state(index, (await self._request("GET", location, admin=True, server=index)).json())
-        except (RequestTimeoutError, ConnectionError):
-            return "pending", None
-        except ApiError as err:
-            return "failed", f"{self.base_urls[index]}: {err}"
+        except POLL_ERRORS as err:
+            return self._poll_failed(index, err)
 
     async def health(self) -> bool:
         return any([await self._probe(url + "/healthz") for url in self.base_urls])
@@ -336,14 +333,8 @@ class AsyncClient(_BaseClient):
             return False
 
     async def _request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        admin: bool = False,
-        server: int | None = None,
-        headers: Mapping[str, str] | None = None,
+        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None,
+        headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         last: httpx.Response | httpx.TransportError | None = None
         for _ in range(self.max_retries + 1):

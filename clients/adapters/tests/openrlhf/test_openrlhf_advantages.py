@@ -13,7 +13,6 @@ import copy
 import importlib.util
 import json
 import shutil
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from ccapo_adapters.openrlhf import (
 from ccapo_client import RemoteScorer
 from openrlhf_cli import openrlhf_args
 from scoring_server import READY_TIMEOUT_S, spawn_server, wait_ready
+from slow_swaps import slow_sync_config, wait_until_live
 
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "openrlhf"
 
@@ -261,15 +261,7 @@ def test_a_policy_load_slower_than_the_client_timeout_is_pending_and_training_go
     server = spawn_server(tiny_model_dir, env, load_delay_s=4.0)
     try:
         wait_ready(server, READY_TIMEOUT_S)
-        config = CounterfactualConfig(
-            provider="remote",
-            server_url=server.url,
-            admin_key="admin",
-            sync_every=1,
-            sync_dir=str(output_dir),
-            request_timeout_s=1.0,
-            swap_wait_s=0.1,
-        )
+        config = slow_sync_config(server.url, output_dir, client_timeout_s=1.0, swap_wait_s=0.1)
         group = ActorGroupOnCPU(local_ray, tiny_model_dir, output_dir)
         maker = experience_maker(
             openrlhf_modules, WeightProvider.remote(config), output_dir=str(output_dir), actor_group=group
@@ -281,10 +273,7 @@ def test_a_policy_load_slower_than_the_client_timeout_is_pending_and_training_go
             lags.append(experience.info["ccapo_policy_lag_steps"].tolist())
         assert lags == [[0.0] * 4, [1.0] * 4] and group.saves == 1
         provider = maker.weight_provider
-        deadline = time.monotonic() + 60
-        while provider.swap_pending():
-            assert time.monotonic() < deadline, "the push never went live"
-            time.sleep(0.2)
+        wait_until_live(provider)
         assert provider.synced_step == 0 and httpx.get(f"{server.url}/v1/model").json()["version"] == "2"
     finally:
         server.discard()
