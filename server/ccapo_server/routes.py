@@ -28,7 +28,7 @@ from ccapo_server.schemas import (
     ModelInfo,
     Readiness,
 )
-from ccapo_server.swaps import SwapStatus, prefers_async
+from ccapo_server.swaps import SWAPS_PATH, SwapStatus, prefers_async
 from ccapo_server.tickets import Scored, Ticket
 
 _DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
@@ -127,13 +127,13 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         source, name = choose_model(body.model, settings)  # a bad name is refused now, in either mode
         if prefers_async(prefer):
             swap = runtime.swap_in_background(source, name)
-            headers = {"Location": f"/v1/model/swaps/{swap.id}", "Preference-Applied": "respond-async"}
+            headers = {"Location": f"{SWAPS_PATH}{swap.id}", "Preference-Applied": "respond-async"}
             return JSONResponse(swap.model_dump(mode="json"), status_code=202, headers=headers)
         await runtime.swap(source, name)
         return _model_info(runtime)
 
     @app.get(
-        "/v1/model/swaps/{swap_id}",
+        SWAPS_PATH + "{swap_id}",
         response_model=SwapStatus,
         response_model_exclude_none=True,
         dependencies=admin,

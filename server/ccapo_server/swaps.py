@@ -22,6 +22,7 @@ from ccapo_server.errors import ApiError
 logger = logging.getLogger(__name__)
 
 SwapState = Literal["pending", "live", "failed"]
+SWAPS_PATH = "/v1/model/swaps/"  # + a swap's id: where it is polled
 _KEPT_SWAPS = 32  # finished swaps a poller may still ask about; older ones answer 404
 
 
