@@ -18,10 +18,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-
-from ccapo.render import find_chromium
+from page import conftest as page_fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
+browser = page_fixtures.browser  # the page tests' headless system Chromium, one per module
+artifacts = page_fixtures.artifacts  # where screenshots go (git-ignored)
 PUBLIC_PACKAGES = ("ccapo", "ccapo_client", "ccapo_adapters")
 # What makes a browser fetch: scripts, stylesheets, fonts, icons, images, frames, CSS imports and url().
 _FETCHED = re.compile(
@@ -99,19 +100,6 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """A headless Chromium (the system's, as in tests/page), one per module."""
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("no Chromium: install Debian's `chromium` (make test does, where it can) or set CCAPO_CHROMIUM")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is missing: pip install -e '.[dev]'")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--disable-background-networking"])
-        yield launched
-        launched.close()
-
-
 def test_home_search_and_api_pages_work_offline_in_chromium(browser: Any, served: str, artifacts: Path) -> None:
     """Every request other than to the site is refused and recorded; the pages must not make any."""
     context = browser.new_context(service_workers="block")
@@ -145,11 +133,3 @@ def test_home_search_and_api_pages_work_offline_in_chromium(browser: Any, served
     page.screenshot(path=str(artifacts / "docs-api.png"), full_page=False)
     context.close()
     assert not outside, f"requests left the site: {outside}"
-
-
-@pytest.fixture(scope="module")
-def artifacts() -> Path:
-    """Screenshots to look at (git-ignored)."""
-    path = ROOT / "artifacts"
-    path.mkdir(exist_ok=True)
-    return path
