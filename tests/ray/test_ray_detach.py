@@ -43,9 +43,10 @@ def test_a_detached_scorer_outlives_its_command_and_is_found_by_name(ray_app: Ra
         reference = provider_from_settings(settings)  # the default name: the fixture's application
         tokenizer = AutoTokenizer.from_pretrained(ray_app.root / "tiny-a")
         traces = load_examples()[:3]
-        ids = [tokenizer(t.prompt).input_ids for t in traces], [
-            tokenizer(t.completion, add_special_tokens=False).input_ids for t in traces
-        ]
+        ids = (
+            [tokenizer(t.prompt).input_ids for t in traces],
+            [tokenizer(t.completion, add_special_tokens=False).input_ids for t in traces],
+        )
         ours, theirs = found.weights(*ids), reference.weights(*ids)
         assert ours.errors == [None] * len(traces) and not torch.all(ours.weights == 1.0)
         torch.testing.assert_close(ours.weights, theirs.weights)
