@@ -47,8 +47,7 @@ def save_hf_weights(worker: Any, path: str) -> None:
     The engine's `save_checkpoint` moves offloaded parameters in and out as for any save; the
     manager's `save_contents` and its list of saved paths are put back afterwards.
     """
-    # The v1 workers save through their engine; the legacy fsdp/megatron workers save themselves.
-    engine = getattr(getattr(worker, "actor", None), "engine", None) or worker
+    engine = worker.actor.engine  # verl's ActorRolloutRefWorker -> TrainingWorker -> its FSDP/Megatron engine
     manager = engine.checkpoint_manager
     contents, saved = manager.checkpoint_save_contents, list(manager.previous_saved_paths)
     manager.checkpoint_save_contents = ["hf_model"]
