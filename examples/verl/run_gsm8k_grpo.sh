@@ -3,8 +3,8 @@
 # the scorer is a Ray Serve application on SCORER_GPUS of each node's GPUs, placed by Ray; verl takes the rest.
 #   1. the cluster: `ray start --head` (then `ray start --address=HEAD:6379` on the other nodes), from the
 #      trainer's environment: verl[vllm]==0.9.1, ccapo-client[ray], ccapo-adapters;
-#   2. ccapo's own environment (pip install 'ccapo[ray]', the cluster's Ray version) at the same path on every
-#      node: CCAPO names its `ccapo` command; the scorer's replicas run on its Python;
+#   2. ccapo's own environment (pip install 'ccapo[ray]', the cluster's Python and Ray versions) at the same
+#      path on every node: CCAPO names its `ccapo` command; the scorer's replicas run on its Python;
 #   3. verl's GSM8K data (verl's examples/data_preprocess/gsm8k.py, from verl's repository).
 # `run_gsm8k_grpo.sh --print-overrides` prints the overrides given to main_ccapo.py, one a line, and exits.
 set -euo pipefail

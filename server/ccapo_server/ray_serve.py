@@ -10,9 +10,10 @@ router spreads requests over them (see ray_ingress for what the ingress adds).
 In a trainer's cluster (verl, OpenRLHF) the cluster's workers run the trainer's Python, whose
 transformers ccapo cannot share: `run` starts the application's actors with the interpreter that
 runs `ccapo serve` (Ray's `py_executable`), so that environment must exist at the same path on
-every node that may hold a replica, with the cluster's Ray version. `--detach` returns once every
-replica serves the model and leaves the application in the cluster under its name, where a
-trainer finds it (`serve.get_app_handle(name)`, `provider: ray`); `serve.delete(name)` ends it.
+every node that may hold a replica, with the cluster's Python and Ray versions. `--detach`
+returns once every replica serves the model and leaves the application in the cluster under its
+name, where a trainer finds it (`serve.get_app_handle(name)`, `provider: ray`); `serve.delete(name)`
+ends it.
 """
 
 from __future__ import annotations
