@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}  # GPUs on each node
 NNODES=${NNODES:-1}
-SCORER_GPUS=${SCORER_GPUS:-1}      # scorer replicas, one GPU each; verl gets the other GPUs of each node
+SCORER_GPUS=${SCORER_GPUS:-1}      # GPUs of each node for scorer replicas (one GPU each); verl gets the rest
 TRAINER_GPUS=$((GPUS_PER_NODE - SCORER_GPUS))
 MODEL=${MODEL:-Qwen/Qwen2.5-3B-Instruct}
 export CCAPO_SYNC_DIR=${CCAPO_SYNC_DIR:-/shared/ccapo-sync}  # on a filesystem every node shares
@@ -43,6 +43,6 @@ ray status >/dev/null 2>&1 || {
 }
 
 # The scorer: deployed into this cluster as the application "ccapo" (the config's ccapo.ray_app), ready on return.
-"$CCAPO" serve --ray --detach --replicas "$SCORER_GPUS" --replica-gpus 1 --model "$MODEL" --model-root "$CCAPO_SYNC_DIR"
+"$CCAPO" serve --ray --detach --replicas "$((SCORER_GPUS * NNODES))" --replica-gpus 1 --model "$MODEL" --model-root "$CCAPO_SYNC_DIR"
 
 python main_ccapo.py "${overrides[@]}" "$@"
