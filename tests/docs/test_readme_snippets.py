@@ -1,4 +1,6 @@
-"""Every fenced code block of README.md runs as written, in the order a newcomer pastes them.
+"""Every fenced code block of README.md and of the documentation pages moved out of it runs as
+written, in the order a newcomer reads them (PAGES); a block repeated on another page (the home page
+mirrors the README) runs once.
 
 Python blocks run in one namespace; bash blocks run command by command with `bash -c`, in a fresh
 directory that mirrors the clone (symlinks to its tracked top-level entries and `.venv`), with
@@ -40,6 +42,20 @@ from live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+PAGES = [README] + [
+    ROOT / "docs" / f"{name}.md"
+    for name in (
+        "index",
+        "getting-started",
+        "scoring",
+        "server",
+        "training",
+        "long-reasoning",
+        "performance",
+        "changes",
+        "architecture",
+    )
+]
 NEEDS = re.compile(r"#.*\bneeds:\s*(gpu|hub)\b")
 SERVER_COMMANDS = ("make run", "ccapo serve")
 SERVER_ADDRESS = "127.0.0.1:8000"
@@ -79,12 +95,20 @@ def code_of(command: str) -> str:
     return shlex.join(shlex.split(command, comments=True))
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    return fenced_blocks(README.read_text(encoding="utf-8"))
+def page_blocks() -> list[tuple[Path, str, str]]:
+    """(page, language, body) of every code block of PAGES; a block repeated verbatim, once."""
+    seen: set[tuple[str, str]] = set()
+    blocks = []
+    for page in PAGES:
+        for lang, body in fenced_blocks(page.read_text(encoding="utf-8")):
+            if (lang, body) not in seen:
+                seen.add((lang, body))
+                blocks.append((page, lang, body))
+    return blocks
 
 
 def client_commands() -> list[str]:
-    commands = (c for lang, body in readme_blocks() if lang == "bash" for c in shell_commands(body))
+    commands = (c for _, lang, body in page_blocks() if lang == "bash" for c in shell_commands(body))
     return [c for c in commands if SERVER_ADDRESS in code_of(c)]
 
 
@@ -182,19 +206,21 @@ def run_bash_block(body: str, cwd: Path) -> Iterator[str]:
             run_command(command, cwd)
 
 
-BLOCKS = readme_blocks()
+BLOCKS = page_blocks()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}-{lang}" for i, (lang, _) in enumerate(BLOCKS)])
+@pytest.mark.parametrize(
+    "index", range(len(BLOCKS)), ids=[f"{page.stem}-block{i}-{lang}" for i, (page, lang, _) in enumerate(BLOCKS)]
+)
 def test_readme_block_runs_as_written(index: int, workdir: Path, default_model_dir: str) -> None:
-    lang, body = BLOCKS[index]
+    page, lang, body = BLOCKS[index]
     if lang == "python":
         if NEEDS.search(body.splitlines()[0]):
             pytest.skip(f"marked: {body.splitlines()[0]}")
         namespace: dict = {}
-        exec(compile(body, f"README block {index}", "exec"), namespace)  # as a reader pastes it
-        if section_of(body) == "A 30-second tour":
+        exec(compile(body, f"{page.name} block {index}", "exec"), namespace)  # as a reader pastes it
+        if section_of(page, body) == "A 30-second tour":
             check_tour(namespace)
         return
     if lang == "yaml":  # a training-config excerpt: it must load as written, under no deprecated name
@@ -202,14 +228,14 @@ def test_readme_block_runs_as_written(index: int, workdir: Path, default_model_d
             warnings.simplefilter("error")
             parse_config(yaml.safe_load(body))
         return
-    assert lang == "bash", f"README block {index} is {lang!r}: only python, yaml and bash blocks are run"
+    assert lang == "bash", f"{page.name} block {index} is {lang!r}: only python, yaml and bash blocks are run"
     for skipped in run_bash_block(body, workdir):
         print(f"skipped, marked: {skipped}")
 
 
-def section_of(body: str) -> str:
-    """The title of the README section (##) that holds a block."""
-    return README.read_text(encoding="utf-8").split(body, 1)[0].rsplit("\n## ", 1)[-1].split("\n", 1)[0]
+def section_of(page: Path, body: str) -> str:
+    """The title of the section (##) of `page` that holds a block."""
+    return page.read_text(encoding="utf-8").split(body, 1)[0].rsplit("\n## ", 1)[-1].split("\n", 1)[0]
 
 
 def check_tour(namespace: dict) -> None:
