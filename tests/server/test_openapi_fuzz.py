@@ -69,7 +69,7 @@ def test_every_route_answers_as_its_schema_documents(
         str(tmp_path),
         "--no-color",
         "--generation-database",
-        "none",  # every run from its seed alone, and nothing left in the checkout
+        "none",  # every run from its seed alone (and schemathesis.toml: no cache in the checkout)
         *auth,
         *scope,
     ]
