@@ -184,6 +184,9 @@ async def mixed_load(
                     statuses[str(response.status_code)] += 1
                 except httpx.TimeoutException:  # a slow machine: send the next
                     statuses["client timeout"] += 1
+                except asyncio.CancelledError:
+                    statuses["unfinished when the normal clients were done"] += 1
+                    raise
 
         abusing = asyncio.create_task(abuser()) if abuse else None
         if abusing is not None:
