@@ -27,6 +27,7 @@ from ccapo_server.schemas import (
     LoadModelRequest,
     ModelInfo,
     Readiness,
+    RequestTimeout,
 )
 from ccapo_server.swaps import SWAPS_PATH, SwapStatus, prefers_async
 from ccapo_server.tickets import Scored, Ticket
@@ -58,15 +59,13 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         summary="Score traces: span drops and token weights",
         responses={
             200: {"content": {"application/json": {"example": IMPORTANCE_RESPONSE_EXAMPLE}}},
-            **_errors(400, 401, 413, 422, 429, 499, 503, 504),
+            **_errors(400, 401, 422, 429, 499, 503, 504),
         },
     )
     async def importance(
         request: Request,
         body: Annotated[ImportanceRequest, Body(openapi_examples=IMPORTANCE_EXAMPLES)],
-        x_request_timeout: Annotated[
-            float | None, Header(gt=0, description="seconds; a deadline shorter than the server's own")
-        ] = None,
+        x_request_timeout: Annotated[RequestTimeout, Header()] = None,
     ) -> Response:
         timeout = min(settings.request_timeout_s, x_request_timeout or settings.request_timeout_s)
         if len(body.traces) > settings.max_traces_per_request:
@@ -115,7 +114,7 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
                     "Preference-Applied": {"description": "respond-async", "schema": {"type": "string"}},
                 },
             },
-            **_errors(401, 403, 404, 409, 422, 503),
+            **_errors(400, 401, 403, 404, 409, 422, 503),
         },
     )
     async def load_model(
