@@ -132,7 +132,7 @@ class ImportanceResponse(BaseModel):
 
 
 class Limits(BaseModel):
-    """What one request may cost, and how the server batches and queues work (README, "Scoring server")."""
+    """What one request may cost, and how the server batches and queues work (docs/server.md)."""
 
     max_traces_per_request: int
     max_tokens_per_trace: int
