@@ -23,6 +23,7 @@ def testbed_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.slow  # every arm trains
 def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monkeypatch, testbed_cache):
     monkeypatch.setenv("CCAPO_CACHE", str(testbed_cache))
     config = ExperimentConfig.smoke()
@@ -85,6 +86,7 @@ def ccapo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "ccapo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
+@pytest.mark.slow  # two arms train, through the command
 def test_experiment_command_takes_arms_and_training_overrides(tmp_path, testbed_cache):
     env = {**os.environ, "CCAPO_CACHE": str(testbed_cache)}
     out = tmp_path / "out"
