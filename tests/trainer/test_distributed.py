@@ -178,8 +178,9 @@ def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path)
         exposition = httpx.get(f"{url}/metrics", timeout=10).text
     records = read_metrics(tmp_path / "remote")
     assert [r["weighting/version_lag"] for r in records] == [0.0] * STEPS  # each step scored by the last policy
-    # One push of the starting policy (step 0), then one after each step: from the main process only.
-    assert _counter(exposition, "ccapo_requests_total", route="/v1/model", method="POST", status="200") == STEPS + 1
+    # One push of the starting policy (step 0), then one after each step: from the main process only (each a
+    # swap started with `Prefer: respond-async`, answered 202, then polled until live).
+    assert _counter(exposition, "ccapo_requests_total", route="/v1/model", method="POST", status="202") == STEPS + 1
     # Every sample of every process was scored or counted as skipped (its weights unused by the loss, or
     # an identical sample's taken), and not the global batch on each process (which would double the
     # count); beyond the samples, the server sees only each process's start-up check.
