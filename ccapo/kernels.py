@@ -35,20 +35,29 @@ PLAIN_ATTENTION = ("llama", "mistral", "qwen2", "qwen3")
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Queries [q0, q1) of a row: each sees the key columns in `full`, and the segment's own keys
+    causally (query q0 + i sees columns own .. own + i)."""
+
+    q0: int
+    q1: int
+    full: list[tuple[int, int]]
+    own: int
+
+
+@dataclass(frozen=True)
 class RowGeometry:
     """What each row of one pass attends to, as column ranges of the pass's key tensor.
 
-    `full[r]`: ranges every query of row r sees; `own[r]`: the columns of row r's own chunk, seen
-    causally (query i sees own[r][0] + i and those before it); `queries[r]`: its real queries
-    (the rest is padding, whose outputs are zeros and never read). `masks[r]`, where not None, is
-    row r's own (queries, keys) visibility over all key columns instead: the one layout ranges
-    cannot say, an `attention` row whose first query lies inside its hidden span (a span that ends
-    where the answer starts), so that query sees the span and the later ones do not.
+    `segments[r]`: row r's real queries in segments (a row the engine feeds has one; the horizon
+    estimator's rows have two); queries after the last are padding, whose outputs are zeros and
+    never read. `masks[r]`, where not None, is row r's own (queries, keys) visibility over all key
+    columns instead: the one layout ranges cannot say, an `attention` row whose first query lies
+    inside its hidden span (a span that ends where the answer starts), so that query sees the span
+    and the later ones do not.
     """
 
-    full: list[list[tuple[int, int]]]
-    own: list[int]
-    queries: list[int]
+    segments: list[list[Segment]]
     masks: list[torch.Tensor | None]
 
 
@@ -96,20 +105,18 @@ def row_attention(
         raise RuntimeError("row attention needs a RowGeometry, no mask and no dropout (the engine's passes only)")
     groups = query.shape[1] // key.shape[1]
     out = query.new_zeros(query.shape)
-    rows = zip(geometry.full, geometry.own, geometry.queries, geometry.masks, strict=True)
-    for r, (full, own, n, mask) in enumerate(rows):
-        if n == 0:
-            continue
-        q = query[r : r + 1, :, :n]
+    for r, (segments, mask) in enumerate(zip(geometry.segments, geometry.masks, strict=True)):
         if mask is not None:
-            k, v = key[r : r + 1, :, : mask.shape[1]], value[r : r + 1, :, : mask.shape[1]]
+            n, k = mask.shape
             out[r : r + 1, :, :n] = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=scaling, enable_gqa=groups > 1
-            )
-            continue
-        k_full, v_full = _columns(key[r : r + 1], full), _columns(value[r : r + 1], full)
-        k_own, v_own = key[r : r + 1, :, own : own + n], value[r : r + 1, :, own : own + n]
-        out[r : r + 1, :, :n] = _row(q, k_full, v_full, k_own, v_own, groups, scaling)
+                query[r : r + 1, :, :n], key[r : r + 1, :, :k], value[r : r + 1, :, :k],
+                attn_mask=mask, scale=scaling, enable_gqa=groups > 1,
+            )  # fmt: skip
+        for seg in segments:
+            q, n = query[r : r + 1, :, seg.q0 : seg.q1], seg.q1 - seg.q0
+            k_full, v_full = _columns(key[r : r + 1], seg.full), _columns(value[r : r + 1], seg.full)
+            k_own, v_own = key[r : r + 1, :, seg.own : seg.own + n], value[r : r + 1, :, seg.own : seg.own + n]
+            out[r : r + 1, :, seg.q0 : seg.q1] = _row(q, k_full, v_full, k_own, v_own, groups, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -167,24 +174,20 @@ def row_geometry(
     row attention's column ranges, over keys laid out as `past` cached columns then the fed ones.
     The positions and validity are the dense mask's inputs, used only for a row ranges cannot say."""
     start, end = chunk
-    full, own, queries, masks = [], [], [], []
+    segments: list[list[Segment]] = []
+    masks: list[torch.Tensor | None] = []
     bounds = zip(prefix.tolist(), lengths.tolist(), hidden[0].tolist(), hidden[1].tolist(), strict=True)
     for r, (p, n, h0, h1) in enumerate(bounds):
-        fed = [(past, past + start)]
-        mask = None
-        if h1 <= h0:
-            cached = [(0, p)]
-        elif h1 <= p:  # every fed query lies after the hidden span: leave its keys out
-            cached = [(0, h0), (h1, p)]
-        else:  # the first fed query lies inside the span and still sees it
-            cached = []
+        queries = max(0, min(end, n) - start)
+        if h1 > p and queries:  # the first fed query lies inside the hidden span and still sees it
             allowed = visibility(query_pos[r : r + 1], key_pos[r : r + 1], hidden[0][r : r + 1], hidden[1][r : r + 1])
-            mask = (allowed & key_valid[r : r + 1, None, :])[0, : max(0, min(end, n) - start)]
-        full.append(cached + fed)
-        own.append(past + start)
-        queries.append(max(0, min(end, n) - start))
-        masks.append(mask)
-    return RowGeometry(full, own, queries, masks)
+            masks.append((allowed & key_valid[r : r + 1, None, :])[0, :queries])
+            segments.append([])
+            continue
+        cached = [(0, h0), (h1, p)] if h1 > h0 else [(0, p)]  # hidden keys left out: no fed query sees them
+        masks.append(None)
+        segments.append([Segment(0, queries, [*cached, (past, past + start)], past + start)] if queries else [])
+    return RowGeometry(segments, masks)
 
 
 AttentionInterface.register(ROW_ATTENTION, row_attention)

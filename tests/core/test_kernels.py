@@ -45,8 +45,8 @@ def test_row_attention_equals_masked_attention_for_every_row_layout():
 
     allowed = visibility(query_pos, key_pos, *hidden) & key_valid[:, None, :]
     dense = F.scaled_dot_product_attention(query, key, value, attn_mask=allowed[:, None], scale=0.3, enable_gqa=True)
-    for r, n in enumerate(geometry.queries):
-        assert n == max(0, min(end, int(lengths[r])) - start)
+    for r in range(5):
+        n = max(0, min(end, int(lengths[r])) - start)
         torch.testing.assert_close(out[r, :n], dense[r, :, :n].transpose(0, 1), atol=1e-5, rtol=0)
         assert not out[r, n:].any()  # padding queries: zeros, never read
 
@@ -56,7 +56,7 @@ def test_row_attention_refuses_a_call_without_geometry():
     with pytest.raises(RuntimeError, match="RowGeometry"):
         row_attention(_Attention(), q, q, q, None)
     with pytest.raises(RuntimeError, match="RowGeometry"):
-        row_attention(_Attention(), q, q, q, None, ccapo_rows=RowGeometry([[]], [0], [3], [None]), dropout=0.1)
+        row_attention(_Attention(), q, q, q, None, ccapo_rows=RowGeometry([[]], [None]), dropout=0.1)
 
 
 @pytest.mark.parametrize("attention", ["rows", "dense"])
