@@ -21,7 +21,15 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ccapo.estimators import Estimator
-from ccapo.interventions import Branch, Intervention, additive_mask, branch, visibility
+from ccapo.interventions import (
+    Branch,
+    Intervention,
+    WindowedBranch,
+    additive_mask,
+    branch,
+    visibility,
+    windowed_branch,
+)
 from ccapo.kernels import GEOMETRY_KWARG, row_attention_for, row_attention_unsupported, row_geometry
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 
@@ -48,6 +56,8 @@ class EngineJob:
     placeholder: int
     estimator: Estimator = "exact"
     refine_budget: float = 0.5  # "refine": share of the exact feed tokens it may spend
+    horizon_window: int = 256  # "horizon": tokens recomputed after each span
+    horizon_verify: int = 0  # "horizon": spans then made exact, largest estimated |drop| first
 
     @property
     def counterfactuals(self) -> int:
@@ -61,10 +71,14 @@ class EngineJob:
         Exact: its base pass plus each row's recomputed suffix, exactly `JobScores.forward_tokens`
         once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
         share of the exact cost, but never less than one block of all spans costs (the least that
-        yields any drop, at most the exact cost); refine never exceeds it. A scheduler budgets work by this.
+        yields any drop, at most the exact cost); refine never exceeds it. Horizon: its base pass and
+        windowed rows, plus at most what its verified spans' exact pass costs (the longest rows).
+        A scheduler budgets work by this.
         """
         if self.estimator == "gradient":
             return len(self.ids)
+        if self.estimator == "horizon":
+            return self.horizon_feed_tokens
         exact = self.exact_feed_tokens
         if self.estimator == "exact":
             return exact
@@ -72,9 +86,22 @@ class EngineJob:
         return max(math.ceil(self.refine_budget * exact), replace(self, spans=whole).exact_feed_tokens)
 
     @property
+    def horizon_feed_tokens(self) -> int:
+        windowed = len(self.ids) + sum(len(row.tokens) for row in self.windowed_branches())
+        longest = sorted((len(b.tokens) for b in self.branches()), reverse=True)[: self.horizon_verify]
+        return windowed + (len(self.ids) + sum(longest) if longest else 0)
+
+    @property
     def exact_feed_tokens(self) -> int:
         """What the exact estimator feeds for this job's spans."""
         return len(self.ids) + sum(len(b.tokens) for b in self.branches())
+
+    def windowed_branches(self) -> list[WindowedBranch]:
+        """The horizon estimator's rows, one per span, under `horizon_window`."""
+        return [
+            windowed_branch(self.ids, self.answer_start, span, self.intervention, self.placeholder, self.horizon_window)
+            for span in self.spans
+        ]
 
     def branches(self) -> list[Branch]:
         """The counterfactual rows, one per span, as the engine feeds them."""
@@ -362,21 +389,28 @@ class Engine:
         self.peak_estimate_bytes = max(self.peak_estimate_bytes, planned_bytes)
 
     def _answer_logprobs(self, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]) -> list[float]:
-        """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
+        return answer_logprobs(self.head, self.softcap, hidden, rows)
 
-        The state at local index i - 1 predicts the token at i, so only those states meet the LM head.
-        """
-        device = hidden.device
-        row_idx = torch.cat([torch.full((len(a),), r, device=device) for r, _, a in rows])
-        pos_idx = torch.cat([torch.arange(s - 1, s - 1 + len(a), device=device) for _, s, a in rows])
-        targets = torch.tensor([t for _, _, a in rows for t in a], device=device)
-        segment = torch.cat([torch.full((len(a),), k, device=device) for k, (_, _, a) in enumerate(rows)])
-        logits = self.head(hidden[row_idx, pos_idx]).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
-        return sums.tolist()
+
+def answer_logprobs(
+    head: torch.nn.Module, softcap: float | None, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]
+) -> list[float]:
+    """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
+
+    The state at local index i - 1 predicts the token at i, so only those states meet the LM head
+    (`head`, its logits soft-capped at `softcap` where the model does so).
+    """
+    device = hidden.device
+    row_idx = torch.cat([torch.full((len(a),), r, device=device) for r, _, a in rows])
+    pos_idx = torch.cat([torch.arange(s - 1, s - 1 + len(a), device=device) for _, s, a in rows])
+    targets = torch.tensor([t for _, _, a in rows for t in a], device=device)
+    segment = torch.cat([torch.full((len(a),), k, device=device) for k, (_, _, a) in enumerate(rows)])
+    logits = head(hidden[row_idx, pos_idx]).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
+    return sums.tolist()
 
 
 def never_cancelled(job: int) -> bool:
