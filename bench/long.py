@@ -141,7 +141,8 @@ def measure(scorer: Scorer, traces: list[LongTrace], setups: list[Setting], max_
             results += batch.results
         exact = exact or results
         found = None if setting.estimator == "exact" else agreement(setting.label, results, exact, k=TOP)
-        each = [] if found is None else [agreement(setting.label, [r], [e], k=TOP) for r, e in zip(results, exact, strict=True)]
+        pairs = zip(results, exact, strict=True)
+        each = [] if found is None else [agreement(setting.label, [r], [e], k=TOP) for r, e in pairs]
         rows.append(Row(mean_tokens, setting, seconds, fed, found, each))
         console.log(f"  {sum(seconds):.1f} s, {sum(fed):,} tokens fed")
     return rows
