@@ -72,6 +72,11 @@ test: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q clients/adapters/tests/verl
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q clients/adapters/tests/openrlhf
 
+# The documentation site, offline, into site/ (open site/index.html); --strict fails on a broken link or page.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -19,7 +19,7 @@ class ScoringConfig(BaseModel):
     """How traces are segmented, intervened on and turned into weights.
 
     The default intervention is "delete": on the default model it separates calculation lines from
-    filler lines best (README, "Faithfulness"). "pad" replaces span tokens with `placeholder` (a
+    filler lines best (docs/scoring.md, "Faithfulness"). "pad" replaces span tokens with `placeholder` (a
     token id or a string that encodes to one token); by default a neutral token, never EOS or the
     end-of-turn token.
     """
