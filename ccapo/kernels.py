@@ -32,6 +32,9 @@ GEOMETRY_KWARG = "ccapo_rows"
 # Decoders whose attention is plain softmax attention over rotated keys (no sliding window, logit
 # softcap or sink), so row attention computes exactly what their own kernels do.
 PLAIN_ATTENTION = ("llama", "mistral", "qwen2", "qwen3")
+# Devices whose SDPA has no lower-right causal kernel (a CausalBias is materialized as a dense mask
+# there) but whose flash kernel returns the log-sum-exp: rows merge two unmasked calls instead.
+MERGE_DEVICES = ("cpu",)
 
 
 @dataclass(frozen=True)
@@ -138,13 +141,12 @@ def _row(
     scale: float | None,
 ) -> torch.Tensor:
     """One row's attention: every query sees `k_full` and its own chunk causally."""
-    if q.device.type != "cpu":
+    if q.device.type not in MERGE_DEVICES:
         # CUDA: one lower-right causal call; SDPA sends it to its flash or memory-efficient kernel.
         k, v = torch.cat([k_full, k_own], dim=2), torch.cat([v_full, v_own], dim=2)
         bias = causal_lower_right(q.shape[2], k.shape[2])
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale, enable_gqa=groups > 1)
-    # CPU: SDPA has no lower-right causal kernel here (a CausalBias is materialized as a dense
-    # mask), but its flash kernel returns the log-sum-exp, so two unmasked calls merge exactly.
+    # CPU: two unmasked flash calls, merged exactly by their log-sum-exps.
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     k_own, v_own = _repeat(k_own, groups), _repeat(v_own, groups)
     own, own_lse = flash(q, k_own, v_own, is_causal=True, scale=scale)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tiny_models import TINY
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from ccapo import Scorer, ScoringConfig
+from ccapo import Scorer, ScoringConfig, kernels
 from ccapo.engine import Engine
 from ccapo.gsm import gsm_traces
 from ccapo.interventions import INTERVENTIONS, visibility
@@ -25,8 +25,11 @@ class _Attention(torch.nn.Module):
     """Stands in for a decoder layer's attention module: row attention reads nothing from it."""
 
 
-def test_row_attention_equals_masked_attention_for_every_row_layout():
-    """Rows of one chunk with different prefixes, lengths and hidden ranges, over a padded cache."""
+@pytest.mark.parametrize("merge", [True, False], ids=["log-sum-exp merge (CPU)", "lower-right causal (CUDA)"])
+def test_row_attention_equals_masked_attention_for_every_row_layout(merge, monkeypatch):
+    """Rows of one chunk with different prefixes, lengths and hidden ranges, over a padded cache; the
+    CUDA path runs here too (its CausalBias is materialized on CPU, its arithmetic is the same)."""
+    monkeypatch.setattr(kernels, "MERGE_DEVICES", ("cpu",) if merge else ())
     torch.manual_seed(0)
     past, start, end, heads, kv_heads, dim = 12, 3, 9, 4, 2, 8
     prefix = torch.tensor([12, 5, 0, 9, 7])
