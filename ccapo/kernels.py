@@ -146,20 +146,16 @@ def _row(
         k, v = torch.cat([k_full, k_own], dim=2), torch.cat([v_full, v_own], dim=2)
         bias = causal_lower_right(q.shape[2], k.shape[2])
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale, enable_gqa=groups > 1)
-    # CPU: two unmasked flash calls, merged exactly by their log-sum-exps.
+    # CPU: two unmasked flash calls (grouped-query heads natively, torch >= 2.13), merged exactly by
+    # their log-sum-exps.
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    k_own, v_own = _repeat(k_own, groups), _repeat(v_own, groups)
     own, own_lse = flash(q, k_own, v_own, is_causal=True, scale=scale)
     if k_full.shape[2] == 0:
         return own
-    seen, seen_lse = flash(q, _repeat(k_full, groups), _repeat(v_full, groups), scale=scale)
+    seen, seen_lse = flash(q, k_full, v_full, scale=scale)
     top = torch.maximum(own_lse, seen_lse)
     w_own, w_seen = (own_lse - top).exp()[..., None], (seen_lse - top).exp()[..., None]
     return (own * w_own + seen * w_seen) / (w_own + w_seen)
-
-
-def _repeat(kv: torch.Tensor, groups: int) -> torch.Tensor:
-    return kv if groups == 1 else kv.repeat_interleave(groups, dim=1)
 
 
 def row_geometry(
