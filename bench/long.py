@@ -144,7 +144,13 @@ def measure(scorer: Scorer, traces: list[LongTrace], setups: list[Setting], max_
         pairs = zip(results, exact, strict=True)
         each = [] if found is None else [agreement(setting.label, [r], [e], k=TOP) for r, e in pairs]
         rows.append(Row(mean_tokens, setting, seconds, fed, found, each))
-        console.log(f"  {sum(seconds):.1f} s, {sum(fed):,} tokens fed")
+        summary = f"  {sum(seconds):.1f} s, {sum(fed):,} tokens fed"
+        if found is not None:
+            summary += (
+                f", recall {found.recall:.3f} ({found.recall_traces}), weight Pearson {found.weight_pearson:.3f},"
+                f" drop Pearson {found.drop_pearson:.3f}"
+            )
+        console.log(summary)
     return rows
 
 
