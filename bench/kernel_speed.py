@@ -8,8 +8,9 @@ The engine runs its base pass and one counterfactual row that re-feeds nearly th
 over the cached first token, so its work is two decoder forwards of n tokens. The baseline is
 exactly that: two plain causal forwards of the decoder (no LM head, SDPA's causal kernel). Each
 attention form of the engine ("rows": no dense mask; "dense": the additive mask) is timed on the
-same job; reported: the best of `--repeats` runs, tokens per second, the ratio to the baseline,
-and the bytes of mask one pass builds.
+same job, the three taking turns in each of `--repeats` rounds; reported: the best of the rounds,
+tokens per second (tokens the engine feeds), the ratio to the baseline, and the bytes of mask one
+pass builds.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from rich.console import Console
@@ -31,15 +33,18 @@ console = Console(stderr=True)
 COLUMNS = ("tokens", "pass", "seconds", "tokens/s", "vs two plain forwards", "mask bytes per pass")
 
 
-def best_of(repeats: int, run) -> float:
-    """The fastest of `repeats` runs after one warm-up: the machine is shared and noisy."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_of(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Each run's fastest of `repeats` timings after one warm-up, the runs taking turns in every
+    round so that a load that changes during the benchmark reaches them all alike."""
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}
 
 
 def measure(model, length: int, repeats: int) -> list[list[str]]:
@@ -53,18 +58,20 @@ def measure(model, length: int, repeats: int) -> list[list[str]]:
             decoder(input_ids=tokens)
             decoder(input_ids=tokens[:, 1:])
 
-    baseline = best_of(repeats, plain)
-    fed = job.exact_feed_tokens
-    rows = [[f"{length:,}", "two plain causal forwards", f"{baseline:.2f}", f"{fed / baseline:,.0f}", "1.00x", "0"]]
-    mask_element = TokenCosts.of(model).mask_element
-    for attention in ("rows", "dense"):
-        engine = Engine(model, attention=attention)
-        seconds = best_of(repeats, lambda engine=engine: engine.score([job]))
-        mask = 0 if attention == "rows" else (length - 1) * length * mask_element
-        name = "engine, row attention" if attention == "rows" else "engine, dense mask"
-        ratio = f"{seconds / baseline:.2f}x"
-        rows.append([f"{length:,}", name, f"{seconds:.2f}", f"{fed / seconds:,.0f}", ratio, f"{mask:,}"])
-        console.log(f"{length} tokens, {attention}: {seconds:.2f} s vs {baseline:.2f} s")
+    rows_engine, dense_engine = Engine(model, attention="rows"), Engine(model, attention="dense")
+    runs = {
+        "two plain causal forwards": plain,
+        "engine, row attention": lambda: rows_engine.score([job]),
+        "engine, dense mask": lambda: dense_engine.score([job]),
+    }
+    seconds = best_of(repeats, runs)
+    baseline, fed = seconds["two plain causal forwards"], job.exact_feed_tokens
+    mask_bytes = {"engine, dense mask": (length - 1) * length * TokenCosts.of(model).mask_element}
+    rows = []
+    for name, took in seconds.items():
+        mask = mask_bytes.get(name, 0)
+        rows.append([f"{length:,}", name, f"{took:.2f}", f"{fed / took:,.0f}", f"{took / baseline:.2f}x", f"{mask:,}"])
+        console.log(f"{length} tokens, {name}: {took:.2f} s")
     return rows
 
 
