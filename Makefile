@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench setup clean verl-env openrlhf-env
+.PHONY: run test test-main test-verl test-openrlhf lint bench setup setup-all clean verl-env openrlhf-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,12 +65,24 @@ openrlhf-env: $(OPENRLHF_STAMP)
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
-test: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
-	@# The verl tests start their scoring server with the main environment's Python (it has ccapo).
-	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q clients/adapters/tests/verl
-	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q clients/adapters/tests/openrlhf
+# Every environment, for CI's set-up stage (`make test` builds them as it needs them).
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
+
+# Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
+# verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
+# more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
+test: lint test-main test-verl test-openrlhf
+
+test-main: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15
+
+# The framework tests start their scoring server with the main environment's Python (it has ccapo).
+test-verl: $(STAMP) $(VERL_STAMP)
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/verl
+
+test-openrlhf: $(STAMP) $(OPENRLHF_STAMP)
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 \
+		clients/adapters/tests/openrlhf
 
 # The documentation site, offline, into site/ (open site/index.html); --strict fails on a broken link or page.
 .PHONY: docs

@@ -2,6 +2,7 @@
 
     python bench/server_load.py [--model DIR] [-n 32] [--clients 1 8 32]
     python bench/server_load.py --mixed [--model DIR] [--rounds 2]
+    python bench/server_load.py --abandon [--model DIR] [--rounds 3]
 
 Starts `python -m ccapo_server` on a free loopback port twice, batched (the defaults) and
 unbatched (one trace per batch), and has 1, 8 and 32 concurrent clients send one-trace requests.
@@ -13,7 +14,12 @@ Serve application with N model replicas sharing this machine's CPUs), beside the
 
 `--mixed` is the abuse run instead: 32 normal clients each send `--rounds` one-trace requests,
 once alone and once beside one abusive client that keeps sending the heaviest request the
-server's limits allow. It prints the normal clients' p50/p99 latency in both runs.
+server's limits allow. It prints the normal clients' p50/p99 latency in both runs, and the
+statuses the abuser's requests got.
+
+`--abandon` is issue 22's scenario: a heavy request (4 traces x 40 custom spans) with
+`X-Request-Timeout: 2`, then at once one ordinary one-trace request; `--rounds` times. It prints
+the ordinary request's latency beside its unloaded latency (the median of three alone).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -53,7 +60,8 @@ def server(model: str, env: dict[str, str], flags: Sequence[str] = ()) -> Iterat
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccapo_server", "--model", model, "--host", "127.0.0.1", "--port", str(port), *flags],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT / "server")},
+        # This checkout's ccapo and server, not whichever the environment has installed.
+        env={**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(ROOT / "server"), str(ROOT)])},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -149,12 +157,12 @@ async def fed_tokens(http: httpx.AsyncClient, url: str) -> float:
 
 async def mixed_load(
     url: str, traces: list[dict], clients: int, rounds: int, abuse: bool
-) -> tuple[list[float], int, float]:
-    """Normal clients' latencies, how many heavy requests the abuser got answered meanwhile, and the
+) -> tuple[list[float], Counter[str], float]:
+    """Normal clients' latencies, the statuses the abuser's heavy requests got meanwhile, and the
     abuser's share of the feed tokens the engine ran during the normal clients' run."""
     latencies: list[float] = []
     normal_tokens = 0
-    heavy_done = 0
+    statuses: Counter[str] = Counter()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 1)) as http:
         heavy = await abuser_request(http, url) if abuse else None
         normal_done = asyncio.Event()
@@ -170,11 +178,15 @@ async def mixed_load(
                 normal_tokens += response.json()["usage"]["forward_tokens"]
 
         async def abuser() -> None:
-            nonlocal heavy_done
             while not normal_done.is_set():
-                with contextlib.suppress(httpx.TimeoutException):  # a deadline or a slow machine: send the next
+                try:
                     response = await http.post(f"{url}/v1/importance", json=heavy, timeout=3600)
-                    heavy_done += response.status_code == 200
+                    statuses[str(response.status_code)] += 1
+                except httpx.TimeoutException:  # a slow machine: send the next
+                    statuses["client timeout"] += 1
+                except asyncio.CancelledError:
+                    statuses["unfinished when the normal clients were done"] += 1
+                    raise
 
         abusing = asyncio.create_task(abuser()) if abuse else None
         if abusing is not None:
@@ -187,24 +199,54 @@ async def mixed_load(
             abusing.cancel()  # its client goes away; the server drops the rest of its work
             with contextlib.suppress(asyncio.CancelledError):
                 await abusing
-    return latencies, heavy_done, max(0.0, 1 - normal_tokens / fed) if fed else 0.0
+    return latencies, statuses, max(0.0, 1 - normal_tokens / fed) if fed else 0.0
 
 
 def mixed(model: str, rounds: int, seed: int, console: Console) -> None:
     clients = 32
     traces = [t.model_dump(exclude_none=True) for t in gsm_traces(clients * rounds, seed)]
     table = Table(title=f"{clients} normal clients x {rounds} one-trace requests, {model}")
-    for column in ("run", "normal p50 s", "normal p99 s", "abuser's share of engine work", "heavy requests answered"):
+    for column in ("run", "normal p50 s", "normal p99 s", "abuser's share of engine work", "abuser's statuses"):
         table.add_column(column, justify="right")
     with server(model, {"CCAPO_REQUEST_TIMEOUT_S": "3600"}) as url:
         for abuse in (False, True):
-            latencies, heavy, share = asyncio.run(mixed_load(url, traces, clients, rounds, abuse))
+            latencies, statuses, share = asyncio.run(mixed_load(url, traces, clients, rounds, abuse))
             name = "with 1 abuser" if abuse else "alone"
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-            table.add_row(
-                name, f"{p50:.2f}", f"{p99:.2f}", f"{share:.0%}" if abuse else "-", str(heavy) if abuse else "-"
-            )
+            got = ", ".join(f"{status} x{n}" for status, n in sorted(statuses.items())) or "none answered"
+            table.add_row(name, f"{p50:.2f}", f"{p99:.2f}", f"{share:.0%}" if abuse else "-", got if abuse else "-")
             console.log(f"{name}: p50 {p50:.2f} s, p99 {p99:.2f} s")
+    console.print(table)
+
+
+def abandon(model: str, rounds: int, seed: int, console: Console) -> None:
+    """Issue 22's scenario: how long an ordinary request waits right after a heavy one is abandoned at its deadline."""
+    trace = gsm_traces(1, seed)[0].model_dump(exclude_none=True)
+    table = Table(title=f"an ordinary request right after an abandoned heavy one (4 traces x 40 spans, 2 s), {model}")
+    for column in ("round", "heavy status", "heavy s", "ordinary s", "unloaded s", "ratio"):
+        table.add_column(column, justify="right")
+    with server(model, {}) as url, httpx.Client(timeout=3600) as http:
+        limits = http.get(f"{url}/v1/model").json()["limits"]
+        heavy = {"traces": heaviest_request(limits, spans=40)["traces"][:4]}
+
+        def ordinary_s() -> float:
+            start = time.perf_counter()
+            http.post(f"{url}/v1/importance", json={"traces": [trace]}).raise_for_status()
+            return time.perf_counter() - start
+
+        ordinary_s()  # warm-up
+        unloaded = statistics.median(ordinary_s() for _ in range(3))
+        for r in range(rounds):
+            start = time.perf_counter()
+            response = http.post(f"{url}/v1/importance", json=heavy, headers={"X-Request-Timeout": "2"})
+            heavy_s = time.perf_counter() - start
+            after = ordinary_s()
+            table.add_row(
+                str(r + 1), str(response.status_code), f"{heavy_s:.1f}", f"{after:.2f}", f"{unloaded:.2f}",
+                f"{after / unloaded:.2f}",
+            )  # fmt: skip
+            console.log(f"round {r + 1}: heavy {response.status_code} in {heavy_s:.1f} s, then ordinary {after:.2f} s")
+            time.sleep(1.0)  # the server settles before the next round
     console.print(table)
 
 
@@ -215,14 +257,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed", action="store_true", help="the abuse run: 32 normal clients beside one abuser")
-    parser.add_argument("--rounds", type=int, default=2, help="--mixed: requests per normal client")
+    parser.add_argument("--abandon", action="store_true", help="an ordinary request after an abandoned heavy one")
+    parser.add_argument("--rounds", type=int, help="--mixed: requests per normal client (2); --abandon: rounds (3)")
     parser.add_argument("--ray", action="store_true", help="also serve through Ray Serve (ccapo serve --ray)")
     parser.add_argument("--replicas", type=int, default=2, help="--ray: model replicas")
     args = parser.parse_args()
     model = resolve_model(args.model)
     console = Console(width=110)
     if args.mixed:
-        mixed(model, args.rounds, args.seed, console)
+        mixed(model, args.rounds or 2, args.seed, console)
+        return
+    if args.abandon:
+        abandon(model, args.rounds or 3, args.seed, console)
         return
     traces = [t.model_dump(exclude_none=True) for t in gsm_traces(args.n, args.seed)]
 

@@ -20,6 +20,7 @@ from typing import Literal, TypeVar, cast
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ccapo.cancellation import stop_between_layers
 from ccapo.estimators import Estimator
 from ccapo.interventions import (
     Branch,
@@ -36,7 +37,8 @@ from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-# Asked before every forward pass with a job's index: True drops that job's remaining rows.
+# Asked before every forward pass with a job's index: True drops that job's remaining rows (and, once every
+# job of a group says so, the pass in flight at its next decoder layer).
 Cancelled = Callable[[int], bool]
 T = TypeVar("T")
 
@@ -222,8 +224,10 @@ class Engine:
             live = [i for i in group if not cancelled(i)]
             if live:
                 run = lambda idx: self._score_group([jobs[i] for i in idx], lambda k: cancelled(idx[k]), memory)  # noqa: E731
-                for i, scores in zip(live, _split_on_oom(run, live), strict=True):
-                    results[i] = None if cancelled(i) else scores
+                # Once every job of the group is gone, the pass stops at its next decoder layer (entries stay None).
+                with stop_between_layers(self.decoder, cancelled, live):
+                    for i, scores in zip(live, _split_on_oom(run, live), strict=True):
+                        results[i] = None if cancelled(i) else scores
             done += len(group)
             if progress is not None:
                 progress(done, len(jobs))

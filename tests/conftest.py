@@ -22,6 +22,12 @@ from transformers import (
 from ccapo.models import ensure_default_model
 
 
+@pytest.hookimpl(trylast=True)  # after pytest groups the tests by their parametrized session fixtures
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` run last, in their collected order: a failure in a fast test shows first."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # a stable sort
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state() -> Iterator[None]:
     """accelerate keeps one process-wide state that refuses other settings once made: TRL's trainers

@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 SERVER_SRC = Path(__file__).resolve().parents[1] / "server"
+SLOW_LOADING_SERVER = Path(__file__).resolve().parent / "slow_loading_server.py"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 _INHERITED_CCAPO = {"CCAPO_CACHE"}
@@ -54,8 +55,13 @@ class ServerProcess:
         self.log.unlink(missing_ok=True)
 
 
-def spawn_server(model_dir: str, env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
-    """Launch the server; it is not ready yet (see `wait_ready`). Output goes to a temporary log file."""
+def spawn_server(
+    model_dir: str, env: dict[str, str] | None = None, port: int | None = None, load_delay_s: float | None = None
+) -> ServerProcess:
+    """Launch the server; it is not ready yet (see `wait_ready`). Output goes to a temporary log file.
+
+    With `load_delay_s`, every model swap loads that many seconds slower (`slow_loading_server`).
+    """
     port = port or free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("CCAPO_") or k in _INHERITED_CCAPO}
     child_env.update(env or {})
@@ -63,9 +69,10 @@ def spawn_server(model_dir: str, env: dict[str, str] | None = None, port: int | 
     child_env["PYTHONUNBUFFERED"] = "1"
     python = os.environ.get("CCAPO_SERVER_PYTHON", sys.executable)
     fd, log = tempfile.mkstemp(prefix="ccapo-server-", suffix=".log")
+    server = ["-m", "ccapo_server"] if load_delay_s is None else [str(SLOW_LOADING_SERVER), str(load_delay_s)]
     with os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
-            [python, "-m", "ccapo_server", "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
+            [python, *server, "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],
             env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,

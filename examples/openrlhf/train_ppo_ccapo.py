@@ -4,7 +4,8 @@
 
 OpenRLHF's PPO trainer is a Ray actor that builds its experience maker itself, so the weighting is
 installed in every Ray worker through Ray's `worker_process_setup_hook`
-(`ccapo_adapters.openrlhf_trainer.install`); the settings travel in the runtime env. Then
+(`ccapo_adapters.openrlhf_hook.install`, standard library only: it patches OpenRLHF's PPO trainer
+module when OpenRLHF imports it); the settings travel in the runtime env. Then
 OpenRLHF's own `cli/train_ppo_ray.py` runs unchanged. Recipe: docs/integrations.md, "OpenRLHF".
 """
 
@@ -30,11 +31,15 @@ def main() -> None:
     parser.add_argument("--ccapo", type=Path, required=True, help="JSON of CounterfactualConfig's fields")
     ours, openrlhf_args = parser.parse_known_args()
     settings = json.loads(ours.ccapo.read_text())
+    # Secrets and cluster paths stay out of the JSON: the launch script exports them.
+    for field, variable in (("admin_key", "CCAPO_ADMIN_KEY"), ("sync_dir", "CCAPO_SYNC_DIR")):
+        if variable in os.environ:
+            settings.setdefault(field, os.environ[variable])
     CounterfactualConfig.model_validate(settings)  # bad settings fail here
     env = {name: os.environ.get(name, default) for name, default in OPENRLHF_ENV.items()}
     ray.init(
         runtime_env={
-            "worker_process_setup_hook": "ccapo_adapters.openrlhf_trainer.install",
+            "worker_process_setup_hook": "ccapo_adapters.openrlhf_hook.install",
             "env_vars": {**env, SETTINGS_ENV: json.dumps(settings)},
         }
     )

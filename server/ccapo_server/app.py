@@ -15,6 +15,7 @@ from ccapo_server.middleware import BodyLimit, RequestMetrics
 from ccapo_server.page import add_page_routes
 from ccapo_server.routes import add_routes
 from ccapo_server.runtime import Runtime, ScorerFactory, default_scorer_factory
+from ccapo_server.schemas import ErrorBody
 from ccapo_server.settings import ServerSettings
 
 DESCRIPTION = """\
@@ -49,6 +50,8 @@ def create_app(settings: ServerSettings | None = None, scorer_factory: ScorerFac
         version=ccapo.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # The body limit guards every route, so every route documents its 413.
+        responses={413: {"model": ErrorBody}},
     )
     app.state.runtime = runtime  # for hosts that drive the app in-process (the Ray Serve replicas)
     install_error_handlers(app, metrics.count_error)

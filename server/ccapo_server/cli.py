@@ -10,12 +10,14 @@ import shlex
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
 from transformers.utils import logging as transformers_logging
 
 from ccapo_server.app import create_app
+from ccapo_server.ray_names import APP_NAME
 from ccapo_server.runtime import Runtime
 from ccapo_server.schemas import TEXT_TRACE
 from ccapo_server.settings import ServerSettings
@@ -53,13 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     ray.add_argument("--replicas", type=int, help="model replicas, each with its own model and batcher (default 1)")
     ray.add_argument("--replica-cpus", type=float, help="CPUs each replica reserves (default 1)")
     ray.add_argument("--replica-gpus", type=float, help="GPUs each replica reserves (default 0)")
+    ray.add_argument(
+        "--detach",
+        action="store_true",
+        default=None,
+        help="deploy into the running cluster (RAY_ADDRESS, else auto), return once ready, leave it running",
+    )
+    ray.add_argument(
+        "--app-name",
+        help=f"the application's name, how trainers find it (ray_app; default {APP_NAME!r}, the only one on HTTP /)",
+    )
     return parser
 
 
-_RAY_FLAGS = ("ray", "replicas", "replica_cpus", "replica_gpus")
+_RAY_FLAGS = ("ray", "replicas", "replica_cpus", "replica_gpus", "detach", "app_name")
 
 
-def _ray_options(argv: list[str] | None) -> dict[str, float | int] | None:
+def _ray_options(argv: list[str] | None) -> dict[str, Any] | None:
     """The Ray flags given, or None to serve without Ray; exits 2 on Ray flags without --ray."""
     parser = _parser()
     args = vars(parser.parse_args(argv))
@@ -70,7 +82,7 @@ def _ray_options(argv: list[str] | None) -> dict[str, float | int] | None:
         return None
     if given.get("replicas", 1) < 1:
         parser.error("--replicas must be 1 or more")
-    return {"replicas": 1, "replica_cpus": 1.0, "replica_gpus": 0.0, **given}
+    return {"replicas": 1, "replica_cpus": 1.0, "replica_gpus": 0.0, "detach": False, "app_name": APP_NAME, **given}
 
 
 def curl_example(settings: ServerSettings) -> str:
@@ -106,13 +118,24 @@ def settings_from_args(argv: list[str] | None = None) -> ServerSettings:
         parser.error(str(err))
 
 
-def _serve_on_ray(settings: ServerSettings, options: dict[str, float | int]) -> int:
+def _serve_on_ray(settings: ServerSettings, options: dict[str, Any]) -> int:
     try:
         from ccapo_server.ray_serve import run
     except ImportError as err:
         logger.error("ccapo serve --ray needs the ray extra: pip install 'ccapo[ray]' (%s)", err)
         return 2
-    run(settings, int(options["replicas"]), float(options["replica_cpus"]), float(options["replica_gpus"]))
+    try:
+        run(
+            settings,
+            int(options["replicas"]),
+            float(options["replica_cpus"]),
+            float(options["replica_gpus"]),
+            app_name=str(options["app_name"]),
+            detach=bool(options["detach"]),
+        )
+    except (ConnectionError, TimeoutError) as err:
+        logger.error("%s", err)
+        return 1
     return 0
 
 

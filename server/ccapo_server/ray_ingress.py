@@ -3,7 +3,8 @@
 - A replica that dies (or cannot be reached) while it holds a request: a typed 503 with
   Retry-After instead of Ray's own 500, so clients retry.
 - `POST /v1/model`: put the model in service on one replica (through its app: auth, model roots,
-  errors), commit it to the registry, and answer once every replica serves it.
+  errors), commit it to the registry, and answer once every replica serves it; with
+  `Prefer: respond-async`, 202 at once and the swap polled at `GET /v1/model/swaps/{id}`.
 - `GET /readyz`: ready only when every replica serves the registry's model version.
 - `GET /metrics`: every replica's metrics, labelled `replica` (see ray_metrics).
 
@@ -14,11 +15,14 @@ HTTP requests arrive through Ray Serve's proxy (`__call__`); in-cluster callers 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
@@ -29,7 +33,9 @@ from ccapo_server.auth import admin_key_guard
 from ccapo_server.errors import ApiError, error_response
 from ccapo_server.ray_asgi import WireRequest, WireResponse
 from ccapo_server.ray_metrics import IngressMetrics, render
+from ccapo_server.schemas import LoadModelRequest
 from ccapo_server.settings import ServerSettings
+from ccapo_server.swaps import SWAPS_PATH, Swaps, prefers_async
 
 logger = logging.getLogger("ccapo_server.ray")
 
@@ -47,6 +53,7 @@ class ScorerIngress:
         self._replicas = replicas
         self._admin_guard = admin_key_guard(settings.admin_key)
         self._metrics = IngressMetrics()
+        self._swaps = Swaps()  # swaps started with Prefer: respond-async (the ingress has one replica)
         # A request waits in Ray's router while no replica can take it (all dead and restarting):
         # past the server's own deadline, plus a margin so a replica's own 504 comes first, it ends.
         self._deadline_s = settings.request_timeout_s + _DEADLINE_MARGIN_S
@@ -75,7 +82,11 @@ class ScorerIngress:
     async def dispatch(self, request: WireRequest) -> WireResponse:
         try:
             if request.method == "POST" and request.path == "/v1/model":
+                if prefers_async(request.header("prefer")):
+                    return await self._swap_in_background(request)
                 return await self._swap(request)
+            if request.method == "GET" and request.path.startswith(SWAPS_PATH):
+                return await self._swap_status(request)
             if request.method == "GET" and request.path == "/readyz":
                 state = await self._readiness()
                 if not state["ready"]:
@@ -125,9 +136,48 @@ class ScorerIngress:
             raise ApiError("not_ready", f"every replica is busy ({err}); retry", retry_after=1) from None
 
     async def _swap(self, request: WireRequest) -> WireResponse:
+        await self._claim_swap(request)
+        return await self._swap_claimed(request)
+
+    async def _swap_in_background(self, request: WireRequest) -> WireResponse:
+        """`Prefer: respond-async`: 202 once the swap holds the lease; it is polled at its Location."""
+        try:
+            model = LoadModelRequest.model_validate_json(request.body or b"null").model
+        except ValidationError as err:
+            reason = err.errors()[0]["msg"]
+            raise ApiError("invalid_request", f'the body must be {{"model": NAME}}: {reason}') from None
+        await self._claim_swap(request)
+
+        async def swap() -> int:
+            response = await self._swap_claimed(request)
+            if response.status != 200:
+                error = json.loads(response.body).get("error") or {}
+                raise ApiError(error.get("type", "internal"), error.get("message", "the swap failed"))
+            return int(json.loads(response.body)["version"])
+
+        status = self._swaps.start(model, swap())
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"location", f"{SWAPS_PATH}{status.id}".encode()),
+            (b"preference-applied", b"respond-async"),
+        ]
+        return WireResponse(202, headers, status.model_dump_json().encode())
+
+    async def _swap_status(self, request: WireRequest) -> WireResponse:
+        await self._admin_guard(_bearer(request))
+        status = self._swaps.get(request.path.removeprefix(SWAPS_PATH))
+        body = status.model_dump_json(exclude_none=True).encode()
+        return WireResponse(200, [(b"content-type", b"application/json")], body)
+
+    async def _claim_swap(self, request: WireRequest) -> None:
         await self._admin_guard(_bearer(request))  # before the lease, so a bad key is 401/403, never 409
         if not await self._registry.begin_swap.remote():
             raise ApiError("conflict", "a model is already being loaded; retry when it is done")
+
+    async def _swap_claimed(self, request: WireRequest) -> WireResponse:
+        # Replicas swap one after another under the registry's lease, and the ingress follows them
+        # all: a replica's own background swap would answer before the others serve the model.
+        request = replace(request, headers=[(k, v) for k, v in request.headers if k.lower() != b"prefer"])
         try:
             response, source, name, version = await self._on_replica(self._model.swap, request)
             if response.status != 200:

@@ -27,7 +27,9 @@ from ccapo_server.schemas import (
     LoadModelRequest,
     ModelInfo,
     Readiness,
+    RequestTimeout,
 )
+from ccapo_server.swaps import SWAPS_PATH, SwapStatus, prefers_async
 from ccapo_server.tickets import Scored, Ticket
 
 _DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
@@ -57,15 +59,13 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         summary="Score traces: span drops and token weights",
         responses={
             200: {"content": {"application/json": {"example": IMPORTANCE_RESPONSE_EXAMPLE}}},
-            **_errors(400, 401, 413, 422, 429, 499, 503, 504),
+            **_errors(400, 401, 422, 429, 499, 503, 504),
         },
     )
     async def importance(
         request: Request,
         body: Annotated[ImportanceRequest, Body(openapi_examples=IMPORTANCE_EXAMPLES)],
-        x_request_timeout: Annotated[
-            float | None, Header(gt=0, description="seconds; a deadline shorter than the server's own")
-        ] = None,
+        x_request_timeout: Annotated[RequestTimeout, Header()] = None,
     ) -> Response:
         timeout = min(settings.request_timeout_s, x_request_timeout or settings.request_timeout_s)
         if len(body.traces) > settings.max_traces_per_request:
@@ -93,18 +93,55 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
     async def model_info() -> ModelInfo:
         return _model_info(runtime)
 
+    admin = [Depends(admin_key_guard(settings.admin_key))]
+
     @app.post(
         "/v1/model",
         response_model=ModelInfo,
-        dependencies=[Depends(admin_key_guard(settings.admin_key))],
+        dependencies=admin,
         summary="Load another model and put it in service (admin)",
+        description=(
+            "Answers once the model is in service (200), or at once with `Prefer: respond-async` (202): "
+            "then poll the swap at its `Location` until it is live or failed. Only one swap runs at a time (409)."
+        ),
         include_in_schema=settings.admin_key is not None,
-        responses=_errors(401, 403, 404, 409, 422, 503),
+        responses={
+            202: {
+                "model": SwapStatus,
+                "description": "the swap started (Prefer: respond-async); poll its Location",
+                "headers": {
+                    "Location": {"description": "the swap to poll", "schema": {"type": "string"}},
+                    "Preference-Applied": {"description": "respond-async", "schema": {"type": "string"}},
+                },
+            },
+            **_errors(400, 401, 403, 404, 409, 422, 503),
+        },
     )
-    async def load_model(body: LoadModelRequest) -> ModelInfo:
-        source, name = choose_model(body.model, settings)
+    async def load_model(
+        body: LoadModelRequest,
+        prefer: Annotated[
+            str | None, Header(description="`respond-async`: answer 202 at once and load in the background (RFC 7240)")
+        ] = None,
+    ) -> Response | ModelInfo:
+        source, name = choose_model(body.model, settings)  # a bad name is refused now, in either mode
+        if prefers_async(prefer):
+            swap = runtime.swap_in_background(source, name)
+            headers = {"Location": f"{SWAPS_PATH}{swap.id}", "Preference-Applied": "respond-async"}
+            return JSONResponse(swap.model_dump(mode="json"), status_code=202, headers=headers)
         await runtime.swap(source, name)
         return _model_info(runtime)
+
+    @app.get(
+        SWAPS_PATH + "{swap_id}",
+        response_model=SwapStatus,
+        response_model_exclude_none=True,
+        dependencies=admin,
+        summary="Where a model swap stands: pending, live (with its version) or failed (with why) (admin)",
+        include_in_schema=settings.admin_key is not None,
+        responses=_errors(401, 403, 404),
+    )
+    async def swap_status(swap_id: str) -> SwapStatus:
+        return runtime.swaps.get(swap_id)
 
     @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
     async def healthz() -> Health:

@@ -12,6 +12,7 @@ from ccapo_server.errors import ApiError
 from ccapo_server.metrics import Metrics
 from ccapo_server.scheduler import Scheduler
 from ccapo_server.settings import ServerSettings
+from ccapo_server.swaps import Swaps, SwapStatus
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Runtime:
         self._startup: asyncio.Task[None] | None = None
         self._swapping = False
         self._stopping = False
+        self.swaps = Swaps()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -75,23 +77,43 @@ class Runtime:
 
     async def swap(self, source: str, name: str | None = None) -> int:
         """Load `source` in a background thread while serving continues, then put it in service as `name`
-        (default: the loaded scorer's model id)."""
+        (default: the loaded scorer's model id); returns its version."""
+        scheduler = self._claim_swap()
+        try:
+            return await self._swap(scheduler, source, name)
+        finally:
+            self._swapping = False
+
+    def swap_in_background(self, source: str, name: str) -> SwapStatus:
+        """`swap`, answering at once with the pending swap (poll it in `swaps`); refusals still raise here."""
+        scheduler = self._claim_swap()
+
+        async def run() -> int:
+            try:
+                return await self._swap(scheduler, source, name)
+            finally:
+                self._swapping = False
+
+        return self.swaps.start(name, run())
+
+    def _claim_swap(self) -> Scheduler:
+        """The scheduler to swap on, reserved for one swap at a time (conflict, 409, while another runs)."""
         scheduler = self.scheduler
         if self._swapping:
             raise ApiError("conflict", "a model is already being loaded; retry when it is done")
         self._swapping = True
+        return scheduler
+
+    async def _swap(self, scheduler: Scheduler, source: str, name: str | None) -> int:
         try:
-            try:
-                scorer = await asyncio.to_thread(self._load, source)
-            except Exception as err:  # a bad checkpoint is the caller's to fix, not a server fault
-                logger.warning("could not load model %s: %s", source, err)
-                shown = name or source
-                raise ApiError(
-                    "invalid_request", f"model: could not load {shown!r}: {str(err).replace(source, shown)}"
-                ) from err
-            return await scheduler.swap(scorer, name or scorer.model_id)
-        finally:
-            self._swapping = False
+            scorer = await asyncio.to_thread(self._load, source)
+        except Exception as err:  # a bad checkpoint is the caller's to fix, not a server fault
+            logger.warning("could not load model %s: %s", source, err)
+            shown = name or source
+            raise ApiError(
+                "invalid_request", f"model: could not load {shown!r}: {str(err).replace(source, shown)}"
+            ) from err
+        return await scheduler.swap(scorer, name or scorer.model_id)
 
     async def _load_first(self) -> None:
         source = self.settings.model

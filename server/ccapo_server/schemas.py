@@ -1,23 +1,112 @@
 """The wire schema: request and response bodies, with the examples /docs shows.
 
 Traces and configs are `ccapo.Trace` and `ccapo.ScoringConfig` themselves, so the server accepts
-exactly what the library does and rejects unknown fields and values the same way.
+exactly what the library does and rejects unknown fields and values the same way. A trace's
+documented schema states those rules too (its two forms, non-negative ids, two-item spans), so
+generated clients and fuzzers can tell valid input from invalid; tests/server/test_openapi_fuzz.py
+holds the two to each other.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ccapo import ScoringConfig, Trace, TraceImportance
 from ccapo_server.settings import ServerSettings
+
+# Deadlines below this are refused (422): no request is prepared, batched (`max_wait_ms`) and scored that
+# fast, even on an accelerator, so such a deadline could only expire, and a 504 would blame the server.
+MIN_REQUEST_TIMEOUT_S = 0.1
+
+
+def _at_least_floor(seconds: float | None) -> float | None:
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= MIN_REQUEST_TIMEOUT_S):
+        raise ValueError(
+            f"{seconds:g} s is not a deadline this server takes: send a finite number of seconds, at least "
+            f"{MIN_REQUEST_TIMEOUT_S:g} (this server's floor), or no header for the server's own deadline"
+        )
+    return seconds
+
+
+_TIMEOUT_DESCRIPTION = (
+    f"seconds, at least {MIN_REQUEST_TIMEOUT_S:g}: a deadline shorter than the server's own "
+    "(a longer one changes nothing)"
+)
+# Documented as a plain number: a header is never JSON null, it is sent or left out.
+RequestTimeout = Annotated[
+    float | None,
+    AfterValidator(_at_least_floor),
+    WithJsonSchema({"type": "number", "minimum": MIN_REQUEST_TIMEOUT_S, "description": _TIMEOUT_DESCRIPTION}),
+]
+
+_TOKEN_IDS: dict[str, Any] = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+_SPANS: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "prefixItems": [{"type": "integer", "minimum": 0}, {"type": "integer", "minimum": 0}],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": Trace.model_fields["spans"].description,
+}
+_CHAT: dict[str, Any] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {"role": {"type": "string"}, "content": {"type": "string"}},
+    },
+}
+_OPTIONAL_TEXT: dict[str, Any] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+_NULL: dict[str, Any] = {"type": "null"}
+
+
+def _form(title: str, required: dict[str, Any], unused: list[str]) -> dict[str, Any]:
+    properties = {**required, **dict.fromkeys(unused, _NULL), "reference_answer": _OPTIONAL_TEXT, "spans": _SPANS}
+    return {
+        "title": title,
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(required),
+        "properties": properties,
+    }
+
+
+# `ccapo.Trace`'s validation, as JSON Schema: one of its two forms, each with both of its fields.
+TRACE_SCHEMA: dict[str, Any] = {
+    "title": "Trace",
+    "description": inspect.cleandoc(Trace.__doc__ or ""),
+    "oneOf": [
+        _form(
+            "TextTrace",
+            {"prompt": {"anyOf": [{"type": "string"}, _CHAT]}, "completion": {"type": "string"}},
+            ["prompt_ids", "completion_ids"],
+        ),
+        _form(
+            "TokenIdTrace",
+            {"prompt_ids": {**_TOKEN_IDS, "minItems": 1}, "completion_ids": _TOKEN_IDS},
+            ["prompt", "completion"],
+        ),
+    ],
+}
+WireTrace = Annotated[Trace, WithJsonSchema(TRACE_SCHEMA)]
 
 
 class ImportanceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    traces: list[Trace] = Field(min_length=1, description="traces to score; results come back in this order")
+    traces: list[WireTrace] = Field(min_length=1, description="traces to score; results come back in this order")
     config: ScoringConfig = Field(default_factory=ScoringConfig, description="how to segment, intervene and weight")
 
 
@@ -43,7 +132,7 @@ class ImportanceResponse(BaseModel):
 
 
 class Limits(BaseModel):
-    """What one request may cost, and how the server batches and queues work (README, "Scoring server")."""
+    """What one request may cost, and how the server batches and queues work (docs/server.md)."""
 
     max_traces_per_request: int
     max_tokens_per_trace: int

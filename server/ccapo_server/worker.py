@@ -3,8 +3,8 @@
 It waits up to `max_wait_ms` after the oldest queued request for others to join, takes a fair
 batch of up to `server_batch_tokens` feed tokens, and runs it in an engine thread, so the event
 loop keeps answering while the model works. The engine asks before every forward pass whether
-each trace's request is still wanted, so a request that is gone stops costing anything at the next
-pass. Model swaps happen between batches.
+each trace's request is still wanted, and once no request of a group is, the pass in flight stops
+at its next decoder layer (ccapo.cancellation). Model swaps happen between batches.
 """
 
 from __future__ import annotations

@@ -15,14 +15,18 @@ TOLERANCE = 1e-4
 SOLUTION = "First, 3 + 4 = 7 apples.\nThen 7 × 2 = 14 apples.\nI will check the work once.\nSo 14 - 5 = 9.\n#### 9"
 
 
-def assert_engine_matches_reference(scorer: Scorer, traces: list[Trace], config: ScoringConfig, budget: int) -> None:
+def assert_engine_matches_reference(
+    scorer: Scorer, traces: list[Trace], config: ScoringConfig, budgets: tuple[int, ...]
+) -> None:
+    """The engine at each batch budget against one reference run (the reference is the costly part)."""
     jobs = [p.job for p in scorer.prepare(traces, config) if p.job is not None]
     assert jobs and any(job.spans for job in jobs)
-    fast = Engine(scorer.model, max_batch_tokens=budget).score(jobs)
     slow = reference_score(scorer.model, jobs)
-    for f, s in zip(fast, slow, strict=True):
-        assert f.base_logprob == pytest.approx(s.base_logprob, abs=TOLERANCE)
-        assert f.masked_logprobs == pytest.approx(s.masked_logprobs, abs=TOLERANCE)
+    for budget in budgets:
+        fast = Engine(scorer.model, max_batch_tokens=budget).score(jobs)
+        for f, s in zip(fast, slow, strict=True):
+            assert f.base_logprob == pytest.approx(s.base_logprob, abs=TOLERANCE), budget
+            assert f.masked_logprobs == pytest.approx(s.masked_logprobs, abs=TOLERANCE), budget
 
 
 def layout_traces(tokenizer) -> list[Trace]:
@@ -43,16 +47,15 @@ def layout_traces(tokenizer) -> list[Trace]:
 @pytest.mark.parametrize("intervention", INTERVENTIONS)
 def test_awkward_layouts(model, tokenizer, intervention):
     scorer = Scorer(model, tokenizer)
-    assert_engine_matches_reference(scorer, layout_traces(tokenizer), ScoringConfig(intervention=intervention), 4096)
+    assert_engine_matches_reference(scorer, layout_traces(tokenizer), ScoringConfig(intervention=intervention), (4096,))
 
 
 @pytest.mark.parametrize("intervention", INTERVENTIONS)
-@pytest.mark.parametrize("budget", [96, 100_000])
-def test_mixed_lengths_in_one_batch(model, tokenizer, intervention, budget):
-    """Real gsm_symbolic traces beside a short one, batched tightly (many batches) and loosely (one)."""
+def test_mixed_lengths_in_one_batch(model, tokenizer, intervention):
+    """Real gsm_symbolic traces beside a short one, batched tightly (96 tokens: many batches) and loosely (one)."""
     traces = [*gsm_traces(3, seed=1), Trace(prompt="Add.", completion="2 + 2 = 4, so the answer is 4")]
     config = ScoringConfig(intervention=intervention, segmenter="sentence", min_span_tokens=2)
-    assert_engine_matches_reference(Scorer(model, tokenizer), traces, config, budget)
+    assert_engine_matches_reference(Scorer(model, tokenizer), traces, config, (96, 100_000))
 
 
 def test_drops_in_results_match_reference(llama, tokenizer):

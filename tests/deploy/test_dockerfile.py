@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_ARGS = {"TORCH": "torch==2.13.0"}  # the CPU build; the image's default is PyPI's (CUDA) torch
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", ".pytest_cache")
 
+pytestmark = pytest.mark.slow  # the install takes minutes
+
 
 def dockerfile_steps(text: str) -> list[tuple[str, str]]:
     """(instruction, arguments) per Dockerfile line, continuation lines joined, comments dropped."""

@@ -46,9 +46,6 @@ HELD_ELSEWHERE: dict[tuple[str, str], tuple[str, ...]] = {
         "clients/adapters/tests/verl/test_recipe.py::test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider",
         "clients/adapters/tests/verl/test_recipe.py::test_the_entry_point_imports",
     ),
-    ("docs/integrations.md", "# the scorer on a GPU of its own, reachable from every Ray node:"): (
-        "clients/adapters/tests/openrlhf/test_openrlhf_advantages.py::test_the_maker_builds_its_provider_from_the_runtime_env",
-    ),
     ("docs/integrations.md", "# On a node of the cluster"): (
         "tests/ray/test_ray_serve.py::test_results_equal_the_library_over_http_and_the_handle",
         "tests/ray/test_ray_cli.py::test_bad_ray_flags_exit_2_with_what_to_fix",

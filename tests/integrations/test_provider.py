@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from adapter_traces import COMPLETIONS, PROMPTS, encode
 from ccapo_adapters import CounterfactualConfig, WeightProvider
 from ccapo_adapters.inprocess import create_provider
 from ccapo_client import RemoteScorer
-from live_server import free_port, spawn_server, wait_ready
+from live_server import free_port, spawn_server, start_server, wait_ready
 
 from ccapo import ScoringConfig
 
@@ -90,28 +91,31 @@ def test_an_outage_warns_once_and_its_end_once(tiny_model_dir, tokenizer, caplog
     assert len(messages) == 2 and "uniform weights" in messages[0] and "answers again" in messages[1]
 
 
-def test_policy_sync_settings_are_checked_at_construction(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def sync_server(tiny_model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A server that takes policy pushes (admin key "admin") from under its model root, shared by the sync tests."""
+    roots = tmp_path_factory.mktemp("roots")
+    with start_server(tiny_model_dir, {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(roots)}) as url:
+        yield url, roots
+
+
+def test_policy_sync_settings_are_checked_at_construction(sync_server, tmp_path):
     """A wrong admin key or a sync_dir outside the server's model roots fails before training, not at the first sync."""
-    env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(tmp_path / "roots")}
-    server = spawn_server(tiny_model_dir, env)
-    try:
-        wait_ready(server)
-        version = httpx.get(f"{server.url}/v1/model").json()["version"]
+    url, roots = sync_server
+    version = httpx.get(f"{url}/v1/model").json()["version"]
 
-        def remote(admin_key: str, sync_dir: Path) -> WeightProvider:
-            config = CounterfactualConfig(
-                provider="remote", server_url=server.url, admin_key=admin_key, sync_every=1, sync_dir=str(sync_dir)
-            )
-            return WeightProvider.remote(config)
+    def remote(admin_key: str, sync_dir: Path) -> WeightProvider:
+        config = CounterfactualConfig(
+            provider="remote", server_url=url, admin_key=admin_key, sync_every=1, sync_dir=str(sync_dir)
+        )
+        return WeightProvider.remote(config)
 
-        assert remote("admin", tmp_path / "roots" / "policy").synced_step is None  # nothing pushed yet
-        with pytest.raises(ValueError, match="admin_key"):
-            remote("wrong", tmp_path / "roots" / "policy")
-        with pytest.raises(ValueError, match="MODEL_ROOTS"):
-            remote("admin", tmp_path / "elsewhere")
-        assert httpx.get(f"{server.url}/v1/model").json()["version"] == version  # the checks loaded nothing
-    finally:
-        server.discard()
+    assert remote("admin", roots / "checked").synced_step is None  # nothing pushed yet
+    with pytest.raises(ValueError, match="admin_key"):
+        remote("wrong", roots / "checked")
+    with pytest.raises(ValueError, match="MODEL_ROOTS"):
+        remote("admin", tmp_path / "elsewhere")
+    assert httpx.get(f"{url}/v1/model").json()["version"] == version  # the checks loaded nothing
 
 
 def test_a_remote_provider_checks_the_model_id_when_given(server_url):
@@ -123,32 +127,27 @@ def test_a_remote_provider_checks_the_model_id_when_given(server_url):
 
 
 def test_the_starting_policy_is_pushed_at_step_0_and_a_failed_push_warns_and_retries(
-    tiny_model_dir, llama, tokenizer, tmp_path, caplog
+    sync_server, llama, tokenizer, tmp_path, caplog
 ):
     """A server left on another checkpoint is never taken for the policy: the first due step is step 0.
     A refused push does not raise (the same in every adapter): a warning, the older model keeps scoring,
     the lag grows, and the next step tries again."""
-    roots = tmp_path / "roots"
-    server = spawn_server(tiny_model_dir, {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(roots)})
-    try:
-        wait_ready(server)
-        version = httpx.get(f"{server.url}/v1/model").json()["version"]
-        config = CounterfactualConfig(
-            provider="remote", server_url=server.url, admin_key="admin", sync_every=2, sync_dir=str(roots / "policy")
-        )
-        provider = WeightProvider.remote(config)
-        assert provider.sync_due(0)
-        assert provider.maybe_sync(llama, tokenizer, 0) and provider.synced_step == 0
-        pushed = httpx.get(f"{server.url}/v1/model").json()["version"]
-        assert pushed != version
-        assert not provider.sync_due(1) and provider.sync_due(2)
-        with caplog.at_level(logging.WARNING, logger="ccapo_adapters.provider"):
-            assert provider.load_policy(str(tmp_path / "outside"), 2) is False  # outside the model roots: refused
-        assert provider.synced_step == 0 and provider.sync_due(3)  # retried at the next step
-        assert httpx.get(f"{server.url}/v1/model").json()["version"] == pushed
-        batch = provider.weights(encode(tokenizer, PROMPTS), encode(tokenizer, COMPLETIONS))
-        assert provider.metrics(batch, step=3)["ccapo/policy_lag_steps"] == 3.0
-        messages = [r.getMessage() for r in caplog.records if r.name == "ccapo_adapters.provider"]
-        assert len(messages) == 1 and "policy sync at step 2 failed" in messages[0] and "tries again" in messages[0]
-    finally:
-        server.discard()
+    url, roots = sync_server
+    version = httpx.get(f"{url}/v1/model").json()["version"]
+    config = CounterfactualConfig(
+        provider="remote", server_url=url, admin_key="admin", sync_every=2, sync_dir=str(roots / "policy")
+    )
+    provider = WeightProvider.remote(config)
+    assert provider.sync_due(0)
+    assert provider.maybe_sync(llama, tokenizer, 0) and provider.synced_step == 0
+    pushed = httpx.get(f"{url}/v1/model").json()["version"]
+    assert pushed != version
+    assert not provider.sync_due(1) and provider.sync_due(2)
+    with caplog.at_level(logging.WARNING, logger="ccapo_adapters.provider"):
+        assert provider.load_policy(str(tmp_path / "outside"), 2) is False  # outside the model roots: refused
+    assert provider.synced_step == 0 and provider.sync_due(3)  # retried at the next step
+    assert httpx.get(f"{url}/v1/model").json()["version"] == pushed
+    batch = provider.weights(encode(tokenizer, PROMPTS), encode(tokenizer, COMPLETIONS))
+    assert provider.metrics(batch, step=3)["ccapo/policy_lag_steps"] == 3.0
+    messages = [r.getMessage() for r in caplog.records if r.name == "ccapo_adapters.provider"]
+    assert len(messages) == 1 and "policy sync at step 2 failed" in messages[0] and "tries again" in messages[0]

@@ -15,6 +15,7 @@ import torch
 from adapter_traces import COMPLETIONS, PROMPTS, encode
 from datasets import Dataset
 from live_server import start_server
+from slow_swaps import slow_sync_config, wait_until_live
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL
@@ -264,3 +265,19 @@ def test_remote_provider_syncs_the_policy_to_a_real_server(tiny_model_dir, token
     assert [log["ccapo/policy_lag_steps"] for log in steps] == [0.0, 0.0]
     assert trainer.weight_provider.synced_step == 1 and last != first
     assert (tmp_path / "policy" / "model.safetensors").exists()
+
+
+def test_a_policy_load_slower_than_the_client_timeout_leaves_training_on_the_live_model(
+    tiny_model_dir, tokenizer, tmp_path, slow_server
+):
+    """The step-0 push outlasts the client's read timeout: TRL trains on, scored by the server's live
+    model, and the push counts once it is live (it once ended training with httpx.ReadTimeout)."""
+    config = slow_sync_config(slow_server.url, slow_server.roots / "trl-policy", slow_server.client_timeout_s, 0.1)
+    version = slow_server.version()
+    trainer = make_trainer(tiny_model_dir, tokenizer, tmp_path, prompts=1, counterfactual=config)
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "loss" in log]
+    assert [log["ccapo/weights/scored_share"] for log in steps] == [1.0, 1.0]
+    provider = trainer.weight_provider
+    wait_until_live(provider)
+    assert provider.synced_step in (0, 1) and int(slow_server.version()) > int(version)

@@ -11,7 +11,11 @@ from live_server import SERVER_SRC
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--replicas", "2"], "--replicas needs --ray"), (["--ray", "--replicas", "0"], "--replicas must be 1 or more")],
+    [
+        (["--replicas", "2"], "--replicas needs --ray"),
+        (["--detach"], "--detach needs --ray"),
+        (["--ray", "--replicas", "0"], "--replicas must be 1 or more"),
+    ],
 )
 def test_bad_ray_flags_exit_2_with_what_to_fix(flags: list[str], message: str) -> None:
     done = subprocess.run(

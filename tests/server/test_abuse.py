@@ -1,5 +1,6 @@
 """A hostile client on loopback: costly requests are refused by what they cost, abandoned work stops
-at the next forward pass, and one client's huge request does not hold up the next one."""
+(between passes here; within a pass: test_abandoned_work.py), and one client's huge request does not
+hold up the next one."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_server import start_server
+from live_server import spawn_server, start_server, wait_ready
 
 from ccapo.models import DEFAULT_MODEL
 
@@ -182,3 +182,83 @@ def test_swapping_to_the_default_model_keeps_its_name(server: str) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["id"] == DEFAULT_MODEL  # once renamed to "default"
     assert load(server, "tiny-a").status_code == 200
+
+
+RESPOND_ASYNC = {**AS_ADMIN, "Prefer": "respond-async"}
+
+
+def follow_swap(url: str, location: str) -> dict[str, Any]:
+    """Poll a swap's Location until it is no longer pending; its last state."""
+    states: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        states.append(httpx.get(f"{url}{location}", headers=AS_ADMIN).json())
+        return states[-1]["status"] != "pending"
+
+    until(settled)
+    return states[-1]
+
+
+def test_prefer_respond_async_answers_202_and_the_swap_is_polled_until_live(server: str) -> None:
+    before = httpx.get(f"{server}/v1/model", headers=AS_USER).json()
+    target = "tiny-a" if before["id"].endswith("tiny-b") else "tiny-b"
+    response = httpx.post(f"{server}/v1/model", json={"model": target}, headers=RESPOND_ASYNC)
+    assert response.status_code == 202, response.text
+    assert response.headers["Preference-Applied"] == "respond-async"
+    swap = response.json()
+    assert swap["status"] == "pending" and swap["model"] == target
+    assert response.headers["Location"] == f"/v1/model/swaps/{swap['id']}"
+    live = follow_swap(server, response.headers["Location"])
+    now = httpx.get(f"{server}/v1/model", headers=AS_USER).json()
+    assert live == {"id": swap["id"], "model": target, "status": "live", "version": now["version"]}
+    assert now["id"] == target and int(now["version"]) == int(before["version"]) + 1
+
+
+def test_a_background_swap_that_cannot_load_is_failed_and_the_old_model_serves(server: str, model_root: Path) -> None:
+    before = httpx.get(f"{server}/v1/model", headers=AS_USER).json()
+    (model_root / "empty").mkdir(exist_ok=True)
+    response = httpx.post(f"{server}/v1/model", json={"model": "empty"}, headers=RESPOND_ASYNC)
+    assert response.status_code == 202, response.text
+    failed = follow_swap(server, response.headers["Location"])
+    assert failed["status"] == "failed" and failed["error"]["type"] == "invalid_request"
+    assert "could not load 'empty'" in failed["error"]["message"] and str(model_root) not in failed["error"]["message"]
+    assert httpx.get(f"{server}/v1/model", headers=AS_USER).json() == before
+
+
+@pytest.mark.parametrize(("model", "status"), [("nosuchdir", 422), ("/etc", 403)])
+def test_a_background_swap_is_refused_at_once_for_a_name_it_cannot_load(server: str, model: str, status: int) -> None:
+    response = httpx.post(f"{server}/v1/model", json={"model": model}, headers=RESPOND_ASYNC)
+    assert response.status_code == status, response.text
+
+
+def test_swaps_are_admin_routes_and_unknown_ones_are_404(server: str) -> None:
+    assert httpx.get(f"{server}/v1/model/swaps/swap-1").status_code == 401
+    assert httpx.get(f"{server}/v1/model/swaps/swap-1", headers=AS_USER).status_code == 403
+    missing = httpx.get(f"{server}/v1/model/swaps/nope", headers=AS_ADMIN)
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+
+
+def test_the_swap_routes_document_their_statuses(server: str) -> None:
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    assert {"200", "202", "409"} <= set(paths["/v1/model"]["post"]["responses"])
+    assert {"200", "401", "403", "404"} <= set(paths["/v1/model/swaps/{swap_id}"]["get"]["responses"])
+
+
+def test_a_slow_load_is_pending_while_the_old_model_scores_and_a_second_swap_is_409(
+    model_root: Path, text_trace: dict[str, Any]
+) -> None:
+    env = {"CCAPO_API_KEY": API_KEY, "CCAPO_ADMIN_KEY": ADMIN_KEY, "CCAPO_MODEL_ROOTS": str(model_root)}
+    server = spawn_server(str(model_root / "tiny-a"), env, load_delay_s=3.0)
+    try:
+        wait_ready(server)
+        url = server.url
+        response = httpx.post(f"{url}/v1/model", json={"model": "tiny-b"}, headers=RESPOND_ASYNC, timeout=1.0)
+        assert response.status_code == 202  # within a client timeout shorter than the load
+        again = httpx.post(f"{url}/v1/model", json={"model": "tiny-a"}, headers=RESPOND_ASYNC)
+        assert again.status_code == 409 and again.json()["error"]["type"] == "conflict"
+        scored = httpx.post(f"{url}/v1/importance", json={"traces": [text_trace]}, headers=AS_USER, timeout=30)
+        assert scored.json()["model"]["version"] == "1"  # the old model serves meanwhile
+        assert httpx.get(f"{url}{response.headers['Location']}", headers=AS_ADMIN).json()["status"] == "pending"
+        assert follow_swap(url, response.headers["Location"])["version"] == "2"
+    finally:
+        server.discard()

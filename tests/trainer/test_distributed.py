@@ -85,6 +85,7 @@ def two_process_run(word_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return tmp_path / "whole"
 
 
+@pytest.mark.slow  # two training processes
 def test_the_processes_hold_identical_weights_after_every_step(two_process_run):
     records = read_metrics(two_process_run)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
@@ -98,6 +99,7 @@ def test_the_processes_hold_identical_weights_after_every_step(two_process_run):
     assert all(r["update/skipped"] == 0 and r["grad_norm"] > 0 for r in records)
 
 
+@pytest.mark.slow  # two training processes
 def test_each_process_samples_its_own_prompts_and_the_metrics_cover_both(two_process_run):
     records = read_metrics(two_process_run)
     completions = read_completions(two_process_run)
@@ -117,6 +119,7 @@ def test_each_process_samples_its_own_prompts_and_the_metrics_cover_both(two_pro
     assert any(r["weights/scored_share"] > 0 for r in records)  # counterfactual weights, not uniform ones
 
 
+@pytest.mark.slow  # two training processes
 def test_resume_on_two_processes_repeats_the_uninterrupted_run(two_process_run, word_model_dir, tmp_path):
     # The run as if stopped after step 1: its files up to step 1's checkpoint.
     split = tmp_path / "split"
@@ -134,6 +137,7 @@ def test_resume_on_two_processes_repeats_the_uninterrupted_run(two_process_run, 
     assert all((whole_weights[k] == split_weights[k]).all() for k in whole_weights)
 
 
+@pytest.mark.slow  # two training processes
 def test_dynamic_sampling_rounds_and_skips_are_decided_together(word_model_dir, tmp_path):
     # Each process refills its own batch; they need different numbers of rounds (or find nothing and
     # skip), and every collective call must still be made by both: the run finishes, in step.
@@ -157,6 +161,7 @@ def test_dynamic_sampling_rounds_and_skips_are_decided_together(word_model_dir, 
             assert record["groups/kept"] == PROCESSES and "loss" in record
 
 
+@pytest.mark.slow  # two training processes
 def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path):
     sync_dir = tmp_path / "sync"
     sync_dir.mkdir()

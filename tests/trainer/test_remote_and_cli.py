@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from ccapo_trainer.loop import Trainer
 from ccapo_trainer.metrics import read_metrics
-from live_server import start_server
+from live_server import spawn_server, start_server, wait_ready
 from transformers import AutoModelForCausalLM
 from word_policy import PROBLEMS, REWARDS, WORDS
 
@@ -34,6 +34,29 @@ def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_d
     assert second["weighting/version_lag"] == 0  # and loaded step 1's policy before step 2's rollouts were scored
     loaded = AutoModelForCausalLM.from_pretrained(sync_dir)  # the policy after the last step, as the server has it
     assert loaded.config.vocab_size == len(WORDS)
+
+
+def test_a_policy_load_slower_than_the_client_timeout_never_stops_training(
+    train_config, word_model_dir, tmp_path, caplog
+):
+    """Each push loads for 4 s against a 1 s client timeout: the trainer keeps scoring with the live
+    model (once, httpx.ReadTimeout ended the run at step 0), and a later step takes the push once live."""
+    sync_dir = tmp_path / "sync"
+    sync_dir.mkdir()
+    env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(sync_dir)}
+    server = spawn_server(str(word_model_dir), env, load_delay_s=4.0)
+    try:
+        wait_ready(server)
+        counterfactual = {"provider": "remote", "server_url": server.url, "admin_key": "admin", "sync_every": 1,
+                          "sync_dir": str(sync_dir), "request_timeout_s": 1.0, "swap_wait_s": 0.1}
+        config = train_config(counterfactual=counterfactual, steps=2)
+        with caplog.at_level("WARNING", logger="ccapo_adapters.provider"):
+            Trainer(config, train_problems=PROBLEMS, reward_fns=REWARDS).train()
+    finally:
+        server.discard()
+    steps = read_metrics(config.output_dir)
+    assert len(steps) == 2 and all(step["weights/scored_share"] > 0 for step in steps)
+    assert "still loading the policy of step 0" in caplog.text
 
 
 def ccapo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -46,6 +46,9 @@ class CounterfactualConfig(BaseModel):
       `sync_every` is 1 once there is a `sync_dir` (`ccapo train` defaults it to OUTPUT_DIR/sync;
       the adapters never guess one) and no sync otherwise, which the provider warns about: the
       weights then come from a model that is not the policy. 0 never syncs, on purpose.
+    - `swap_wait_s`: how long a policy push waits for the scorer to serve it; a slower load stays
+      pending (training goes on with the scorer's live model, the lag counted) and is looked at again
+      at the next step. `request_timeout_s`: each request's read timeout.
     - `model_id`: the model the server must report at start-up; `max_batch_tokens`: tokens per
       forward pass of the in-process scorer.
     """
@@ -64,6 +67,8 @@ class CounterfactualConfig(BaseModel):
     model_id: str | None = None
     max_batch_tokens: int | None = Field(None, ge=1)
     ray_app: str = "ccapo"
+    request_timeout_s: float = Field(60.0, gt=0)
+    swap_wait_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

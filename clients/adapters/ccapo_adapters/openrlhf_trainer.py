@@ -1,10 +1,11 @@
-"""OpenRLHF's PPO trainer with counterfactual weights: `install()` swaps in the weighting experience maker.
+"""OpenRLHF's PPO trainer with counterfactual weights: `patch()` swaps in the weighting experience maker.
 
 OpenRLHF 0.11's `PPOTrainer` (and `PPOTrainerAsync`) is a `@ray.remote` actor that builds a
 `RemoteExperienceMaker`, looked up in `openrlhf.trainer.ppo_trainer` when the actor starts; a
-subclass of either trainer is never used by `cli/train_ppo_ray.py`. So `install()` replaces that
-name with `CounterfactualExperienceMaker`, in every Ray worker: the entry point
-(examples/openrlhf/train_ppo_ccapo.py) sets Ray's `worker_process_setup_hook` to this function.
+subclass of either trainer is never used by `cli/train_ppo_ray.py`. So `patch()` replaces that
+name with `CounterfactualExperienceMaker`. It runs when OpenRLHF imports that module, in every Ray
+worker, through `ccapo_adapters.openrlhf_hook.install` (Ray's `worker_process_setup_hook`, set by
+examples/openrlhf/train_ppo_ccapo.py), which itself imports nothing but the standard library.
 
 Importing this module needs OpenRLHF's GPU stack (flash-attn, DeepSpeed and vLLM are imported by
 the experience maker and the trainer).
@@ -12,7 +13,8 @@ the experience maker and the trainer).
 
 from __future__ import annotations
 
-from openrlhf.trainer import ppo_trainer
+from types import ModuleType
+
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
 
 from ccapo_adapters.openrlhf import CounterfactualAdvantages
@@ -22,6 +24,6 @@ class CounterfactualExperienceMaker(CounterfactualAdvantages, RemoteExperienceMa
     """OpenRLHF's experience maker whose advantages carry counterfactual token weights."""
 
 
-def install() -> None:
-    """Ray's `worker_process_setup_hook`: OpenRLHF's PPO trainers build the weighting experience maker."""
+def patch(ppo_trainer: ModuleType) -> None:
+    """Make `openrlhf.trainer.ppo_trainer` (the module, just loaded) build the weighting experience maker."""
     ppo_trainer.RemoteExperienceMaker = CounterfactualExperienceMaker

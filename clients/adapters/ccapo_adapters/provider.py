@@ -45,13 +45,16 @@ class WeightProvider:
         self.synced_step: int | None = None if config.sync_every else 0
         self.last_seconds = 0.0
         self.outage: str | None = None  # the scorer's error while it fails, None while it answers
+        self.pending_swap: tuple[Any, int] | None = None  # a push still loading on the scorer, and its step
 
     @classmethod
     def remote(cls, config: CounterfactualConfig) -> WeightProvider:
         """Score on the server(s) at `config.server_url`; checks them and the scoring config now."""
         from ccapo_client import RemoteScorer
 
-        scorer = RemoteScorer(config.server_url, api_key=config.api_key, admin_key=config.admin_key)
+        scorer = RemoteScorer(
+            config.server_url, api_key=config.api_key, admin_key=config.admin_key, timeout=config.request_timeout_s
+        )
         return cls(config, scorer).checked()
 
     @classmethod
@@ -64,7 +67,8 @@ class WeightProvider:
                 "scoring through a Ray Serve handle needs ccapo-client with Ray support: "
                 "pip install './clients/python[ray]'"
             ) from err
-        return cls(config, RayScorer(handle, api_key=config.api_key, admin_key=config.admin_key)).checked()
+        scorer = RayScorer(handle, api_key=config.api_key, admin_key=config.admin_key, timeout=config.request_timeout_s)
+        return cls(config, scorer).checked()
 
     @classmethod
     def create(cls, config: CounterfactualConfig, handle: Any = None) -> WeightProvider:
@@ -185,8 +189,12 @@ class WeightProvider:
         return metrics
 
     def sync_due(self, step: int) -> bool:
-        """Whether the scorer has not loaded this run's policy yet, or `sync_every` steps have passed since."""
-        if not self.config.sync_every:
+        """Whether the scorer has not loaded this run's policy yet, or `sync_every` steps have passed since.
+
+        Never while an earlier push is still loading (see `load_policy`): the trainer must not write
+        over the checkpoint the scorer reads, and the scorer takes one swap at a time.
+        """
+        if not self.config.sync_every or self.swap_pending():
             return False
         return self.synced_step is None or step - self.synced_step >= self.config.sync_every
 
@@ -198,7 +206,10 @@ class WeightProvider:
         """Save the policy (a transformers model, LoRA merged) to `sync_dir` and have the scorer load it.
 
         Returns whether the scorer now holds it; a failure is logged, not raised (see `load_policy`).
+        While an earlier push is still loading nothing is saved (the scorer reads those files).
         """
+        if self.swap_pending():
+            return False
         path = Path(self._sync_dir())
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -210,20 +221,57 @@ class WeightProvider:
     def load_policy(self, path: str, step: int) -> bool:
         """Have the scorer load the policy checkpoint at `path` (a path on the scorer's side), saved at `step`.
 
-        For trainers that save the checkpoint themselves (verl's `hf_model`); resets the policy lag.
-        A refusal or an unreachable scorer never stops training: it logs a warning and returns False;
-        the scorer keeps its older model and `sync_due` stays true, so the next step tries again.
+        For trainers that save the checkpoint themselves (verl's `hf_model`); resets the policy lag once
+        the scorer serves it. Waits at most `swap_wait_s`: a slower load is pending (False; the scorer keeps
+        scoring with its live model, the lag grows, and `sync_due` looks at the swap again, taking its step
+        once it is live). A refusal, a failed load or an unreachable scorer never stops training either: a
+        warning, False, and `sync_due` stays true, so the next step tries again.
         """
         from ccapo_client import ApiError
 
         if self.config.provider == "inprocess":
             raise ValueError("the in-process scorer is the policy itself: there is nothing to sync")
+        if self.swap_pending():
+            return False
         try:
-            info = self.scorer.load_model(path)
-        except (ApiError, ConnectionError, OSError) as err:
+            swap = self.scorer.swap_model(path, self.config.swap_wait_s)
+        except (ApiError, ConnectionError, OSError) as err:  # OSError: a TimeoutError too
             return self._sync_failed(step, err)
+        return self._settle(swap, step)
+
+    def swap_pending(self) -> bool:
+        """Whether a policy push is still loading on the scorer; looks again (without waiting) first."""
+        from ccapo_client import ApiError
+
+        if self.pending_swap is None:
+            return False
+        swap, step = self.pending_swap
+        try:
+            swap = self.scorer.swap_status(swap)
+        except (ApiError, ConnectionError, OSError) as err:
+            self.pending_swap = None
+            self._sync_failed(step, err)
+            return False
+        self._settle(swap, step)
+        return self.pending_swap is not None
+
+    def _settle(self, swap: Any, step: int) -> bool:
+        """Book a swap's outcome: live (the scorer holds step `step`'s policy), failed, or still pending."""
+        if swap.status == "pending":
+            if self.pending_swap is None:
+                logger.warning(
+                    "the scorer is still loading the policy of step %d after %gs: training goes on, scored by "
+                    "its older model (ccapo/policy_lag_steps grows) until the new one is live",
+                    step,
+                    self.config.swap_wait_s,
+                )
+            self.pending_swap = (swap, step)
+            return False
+        self.pending_swap = None
+        if swap.status == "failed":
+            return self._sync_failed(step, RuntimeError(swap.error))
         self.synced_step = step
-        logger.info("the scorer now runs the policy of step %d (version %s)", step, info.version)
+        logger.info("the scorer now runs the policy of step %d (version %s)", step, swap.model.version)
         return True
 
     def _sync_failed(self, step: int, err: Exception) -> bool:

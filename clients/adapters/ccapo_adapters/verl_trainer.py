@@ -8,14 +8,16 @@ or actor update reads them. The weights themselves never enter TransferQueue: th
 only advantages, as in stock verl. The settings come from the config's `ccapo` section
 (`CounterfactualConfig`'s fields; `ray_app` names the Ray Serve application of `provider: ray`).
 
-Policy sync: every `sync_every` updates the actor saves a checkpoint (its `save_contents` must
-include "hf_model") under `sync_dir`, and the scorer loads its `huggingface/` folder, so the
-scorer must see `sync_dir` on a shared filesystem and allow it in its model roots.
+Policy sync: every `sync_every` actor updates each actor rank writes its HF weights under
+`sync_dir` (`ccapo_adapters.verl_sync`), outside the trainer's checkpoints, and the scorer loads
+them, so the scorer must see `sync_dir` on a shared filesystem and allow it in its model roots.
 
-verl builds the trainer inside a `@ray.remote` TaskRunner, another process than the driver's, so
-the registration must happen there too: Ray's `worker_process_setup_hook` set to
-"ccapo_adapters.verl_trainer.register" imports this module in every Ray worker
-(examples/verl/config/ccapo_grpo_gsm8k.yaml sets it in `ray_kwargs.ray_init.runtime_env`).
+Updates are counted from verl's own counters (`actor_updates`): one per global step in `sync` and
+`colocate_async`, `parameter_sync_step` per global step in `separate_async`, whose step runs that
+many mini-batch updates, each through `_compute_advantage`.
+
+verl builds the trainer inside a `@ray.remote` TaskRunner, another process than the driver's:
+`ccapo_adapters.verl_runner.CounterfactualTaskRunner` imports this module there, no setup hook.
 
 `CounterfactualActorUpdate` does the same for the deprecated `RayPPOTrainer` (`use_v1: false`).
 """
@@ -23,7 +25,6 @@ the registration must happen there too: Ray's `worker_process_setup_hook` set to
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,14 +36,11 @@ from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync
 
 from ccapo_adapters.provider import WeightProvider, provider_from_settings
 from ccapo_adapters.verl import fill_token_weights, weight_advantages, weight_response_rows
+from ccapo_adapters.verl_sync import remove_older_policies, write_policy
 
 logger = logging.getLogger(__name__)
 
 ROW_FIELDS = ["prompts", "responses", "response_mask", "advantages"]
-
-
-def register() -> None:
-    """Ray's `worker_process_setup_hook`: importing this module has registered the ccapo_* trainer modes."""
 
 
 def provider_from_config(section: Mapping[str, Any] | DictConfig) -> WeightProvider:
@@ -51,34 +49,32 @@ def provider_from_config(section: Mapping[str, Any] | DictConfig) -> WeightProvi
     return provider_from_settings(settings)
 
 
+def actor_updates(trainer: Any) -> int:
+    """Actor updates before the one under way, from a v1 trainer's own counters (see the module docstring)."""
+    return (trainer.global_steps - 1) * trainer.parameter_sync_step + trainer.local_trigger_step
+
+
 def sync_policy(trainer: Any, provider: WeightProvider, updates: int) -> bool:
-    """Save the actor's checkpoint under `sync_dir` and have the scorer load it, if `sync_every` is due."""
+    """If `sync_every` is due, write the actor's HF weights under `sync_dir` and have the scorer load them.
+
+    A scorer that refuses or cannot be reached is retried at the next update (`load_policy`);
+    a backend that writes no HF weights stops the run (`verl_sync.SyncError`).
+    """
     if not provider.sync_due(updates):
         return False
-    path = os.path.join(provider.config.sync_dir, f"global_step_{trainer.global_steps}", "actor")
-    trainer.actor_rollout_wg.save_checkpoint(path, None, trainer.global_steps, max_ckpt_to_keep=1)
-    provider.load_policy(os.path.join(path, "huggingface"), updates)
-    return True
-
-
-def check_sync_contents(config: DictConfig, provider: WeightProvider) -> None:
-    """Policy sync loads verl's `hf_model` checkpoint: fail at start-up when verl would not save one."""
-    if not provider.config.sync_every:
-        return
-    contents = config.actor_rollout_ref.actor.checkpoint.save_contents
-    if "hf_model" not in contents:
-        raise ValueError(
-            f"ccapo.sync_every needs the actor's checkpoint to hold the HF model the scorer loads: "
-            f"add hf_model to actor_rollout_ref.actor.checkpoint.save_contents (now {list(contents)})"
-        )
+    folder = write_policy(trainer, provider.config.sync_dir, updates)
+    loaded = provider.load_policy(folder, updates)
+    if loaded:
+        remove_older_policies(provider.config.sync_dir, keep=folder)
+    return loaded
 
 
 class CounterfactualAdvantage:
     """Mixin for a verl v1 `PPOTrainer`: advantages weighted right after `_compute_advantage`.
 
     `weight_provider` is built in `init()` from the config's `ccapo` section unless set before.
-    verl counts steps from 1; step s trains on rollouts of the policy after s - 1 updates, so the
-    provider sees s - 1 (`ccapo/policy_lag_steps` is 0 when the scorer holds that policy).
+    The provider sees the actor updates made so far (`actor_updates`): `ccapo/policy_lag_steps`
+    is 0 when the scorer holds the policy the next update starts from.
     """
 
     weight_provider: WeightProvider | None = None
@@ -94,11 +90,10 @@ class CounterfactualAdvantage:
         super().init()
         if self.weight_provider is None:
             self.weight_provider = provider_from_config(self.config.get("ccapo") or {})
-        check_sync_contents(self.config, self.weight_provider)
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         batch = super()._compute_advantage(batch, metrics)
-        updates = self.global_steps - 1
+        updates = actor_updates(self)
         sync_policy(self, self.weight_provider, updates)
         rows = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=ROW_FIELDS)
         weighted, weight_metrics = weight_response_rows(
@@ -145,7 +140,7 @@ class CounterfactualActorUpdate:
     weight_provider: WeightProvider
 
     def _update_actor(self, batch: Any) -> Any:
-        updates = self.global_steps - 1
+        updates = self.global_steps - 1  # one actor update per step in the legacy trainer
         sync_policy(self, self.weight_provider, updates)
         metrics = fill_token_weights(batch, self.weight_provider, step=updates)
         weight_advantages(batch)

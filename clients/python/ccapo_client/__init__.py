@@ -16,6 +16,7 @@ from ccapo_client.errors import (
     NotReadyError,
     PayloadTooLargeError,
     QueueFullError,
+    RequestTimeoutError,
     UnauthorizedError,
 )
 from ccapo_client.models import (
@@ -29,6 +30,7 @@ from ccapo_client.models import (
 )
 from ccapo_client.ray import RayScorer
 from ccapo_client.remote import RemoteScorer
+from ccapo_client.swaps import ModelSwap
 
 __all__ = [
     "AnswerRegion",
@@ -40,12 +42,14 @@ __all__ = [
     "InvalidRequestError",
     "ModelInfo",
     "ModelRef",
+    "ModelSwap",
     "NotFoundError",
     "NotReadyError",
     "PayloadTooLargeError",
     "QueueFullError",
     "RayScorer",
     "RemoteScorer",
+    "RequestTimeoutError",
     "ScoreResponse",
     "SpanImportance",
     "TraceImportance",

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from ccapo_client._version import __version__
-from ccapo_client.errors import error_from_response
+from ccapo_client.errors import ApiError, RequestTimeoutError, error_from_response
 from ccapo_client.models import ModelInfo, ScoreResponse
+from ccapo_client.swaps import ModelSwap, SwapState, follow, follow_async
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ RETRY_STATUSES = frozenset({429, 502, 503})
 # Connection-level failures only: a read timeout means a server has the work and is slow, and
 # sending it again would add load rather than get an answer sooner.
 RETRY_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+# What a look at a swap may meet; only a server's error answer settles it (as failed).
+POLL_ERRORS = (ApiError, RequestTimeoutError, ConnectionError)
+# The admin's swap request, answered at once (202) while the model loads: RFC 7240's preference.
+RESPOND_ASYNC = {"Prefer": "respond-async"}
 # Enough concurrent requests for a trainer's worker threads; idle connections are kept for reuse.
 LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0)
 
@@ -107,6 +112,19 @@ class _BaseClient:
         key = self.admin_key if admin and self.admin_key else self.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def _swap_state(self, index: int, state: dict[str, Any]) -> tuple[SwapState, str | None]:
+        """A server's `GET /v1/model/swaps/{id}` answer: its state and, when failed, why."""
+        error = state.get("error") or {}
+        return state["status"], error and f"{self.base_urls[index]}: {error.get('message')} [{error.get('type')}]"
+
+    def _poll_failed(self, index: int, err: Exception) -> tuple[SwapState, str | None]:
+        if isinstance(err, ApiError):  # 404: the server restarted, or forgot the swap long ago
+            return "failed", f"{self.base_urls[index]}: {err}"
+        return "pending", None  # a server busy loading answers late: look again later
+
+    def _timed_out(self, index: int, err: httpx.TimeoutException) -> RequestTimeoutError:
+        return RequestTimeoutError(self.base_urls[index], f"no answer within the client's timeout ({err!r})")
+
     def _settle(self, index: int, response: httpx.Response) -> httpx.Response | None:
         """The response when it is final (raising if it is an error); None when it is worth a retry."""
         if response.status_code in RETRY_STATUSES:
@@ -136,8 +154,8 @@ class Client(_BaseClient):
         base_url: one server's URL, or several to spread requests over.
         api_key: sent as `Authorization: Bearer` when the server requires one.
         admin_key: used instead of `api_key` for `load_model`.
-        timeout: seconds per attempt (connect, read, write); a read timeout raises `httpx.ReadTimeout`
-            without a retry, since the server already has the work.
+        timeout: seconds per attempt (connect, read, write); a read timeout raises `RequestTimeoutError`
+            (a `TimeoutError`) without a retry, since the server already has the work.
         max_retries: extra attempts after a connection error, 429, 502 or 503.
         backoff, max_backoff: first and largest backoff ceiling in seconds (also caps `Retry-After`).
     """
@@ -165,6 +183,37 @@ class Client(_BaseClient):
         ]
         return ModelInfo.model_validate(responses[-1].json())
 
+    def swap_model(self, path: str, wait_s: float = 30.0) -> ModelSwap:
+        """Start loading `path` on every server and wait up to `wait_s` seconds for it to be live on all.
+
+        Never blocks on a slow load: past `wait_s` the swap is "pending" (the servers keep the model
+        they run meanwhile); ask again with `swap_status`. A load that fails is "failed". A request the
+        servers refuse outright (bad path, wrong key, a swap already running) raises its `ApiError`.
+        A server without background swaps answers once its swap is done, within `timeout`.
+        """
+        swap = ModelSwap(path)
+        for index in range(len(self.base_urls)):
+            response = self._request(
+                "POST", "/v1/model", {"model": path}, admin=True, server=index, headers=RESPOND_ASYNC
+            )
+            if response.status_code == 202:  # its Location, relative to the URL the client was given
+                swap.waiting[index] = f"/v1/model/swaps/{response.json()['id']}"
+        return self.swap_status(swap, wait_s)
+
+    def swap_status(self, swap: ModelSwap, wait_s: float = 0.0) -> ModelSwap:
+        """Look again at a pending `swap` (waiting up to `wait_s` seconds); `swap` itself is updated."""
+        follow(swap, self._poll_swap, wait_s)
+        if swap.status == "live" and swap.model is None:
+            last = len(self.base_urls) - 1
+            swap.model = ModelInfo.model_validate(self._request("GET", "/v1/model", server=last).json())
+        return swap
+
+    def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
+        try:
+            return self._swap_state(index, self._request("GET", location, admin=True, server=index).json())
+        except POLL_ERRORS as err:
+            return self._poll_failed(index, err)
+
     def health(self) -> bool:
         """Whether any server is alive (`/healthz`); no retries."""
         return any(self._probe(url + "/healthz") for url in self.base_urls)
@@ -189,7 +238,8 @@ class Client(_BaseClient):
             return False
 
     def _request(
-        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None
+        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None,
+        headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         last: httpx.Response | httpx.TransportError | None = None
         for _ in range(self.max_retries + 1):
@@ -198,12 +248,14 @@ class Client(_BaseClient):
                 time.sleep(wait)
             try:
                 response = self._http.request(
-                    method, self.base_urls[index] + path, json=body, headers=self._headers(admin)
+                    method, self.base_urls[index] + path, json=body, headers={**self._headers(admin), **(headers or {})}
                 )
             except RETRY_ERRORS as err:
                 self._connection_failed(index, err)
                 last = err
                 continue
+            except httpx.TimeoutException as err:
+                raise self._timed_out(index, err) from err
             if (final := self._settle(index, response)) is not None:
                 return final
             last = response
@@ -234,6 +286,31 @@ class AsyncClient(_BaseClient):
         ]
         return ModelInfo.model_validate(responses[-1].json())
 
+    async def swap_model(self, path: str, wait_s: float = 30.0) -> ModelSwap:
+        """`Client.swap_model`, awaited."""
+        swap = ModelSwap(path)
+        for index in range(len(self.base_urls)):
+            response = await self._request(
+                "POST", "/v1/model", {"model": path}, admin=True, server=index, headers=RESPOND_ASYNC
+            )
+            if response.status_code == 202:
+                swap.waiting[index] = f"/v1/model/swaps/{response.json()['id']}"
+        return await self.swap_status(swap, wait_s)
+
+    async def swap_status(self, swap: ModelSwap, wait_s: float = 0.0) -> ModelSwap:
+        """`Client.swap_status`, awaited."""
+        await follow_async(swap, self._poll_swap, wait_s)
+        if swap.status == "live" and swap.model is None:
+            last = len(self.base_urls) - 1
+            swap.model = ModelInfo.model_validate((await self._request("GET", "/v1/model", server=last)).json())
+        return swap
+
+    async def _poll_swap(self, swap: ModelSwap, index: int, location: str) -> tuple[SwapState, str | None]:
+        try:
+            return self._swap_state(index, (await self._request("GET", location, admin=True, server=index)).json())
+        except POLL_ERRORS as err:
+            return self._poll_failed(index, err)
+
     async def health(self) -> bool:
         return any([await self._probe(url + "/healthz") for url in self.base_urls])
 
@@ -256,7 +333,8 @@ class AsyncClient(_BaseClient):
             return False
 
     async def _request(
-        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None
+        self, method: str, path: str, body: Any = None, *, admin: bool = False, server: int | None = None,
+        headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         last: httpx.Response | httpx.TransportError | None = None
         for _ in range(self.max_retries + 1):
@@ -265,12 +343,14 @@ class AsyncClient(_BaseClient):
                 await asyncio.sleep(wait)
             try:
                 response = await self._http.request(
-                    method, self.base_urls[index] + path, json=body, headers=self._headers(admin)
+                    method, self.base_urls[index] + path, json=body, headers={**self._headers(admin), **(headers or {})}
                 )
             except RETRY_ERRORS as err:
                 self._connection_failed(index, err)
                 last = err
                 continue
+            except httpx.TimeoutException as err:
+                raise self._timed_out(index, err) from err
             if (final := self._settle(index, response)) is not None:
                 return final
             last = response

@@ -59,6 +59,17 @@ class DeadlineExceededError(ApiError):
     """504: the request waited or ran past the server's deadline."""
 
 
+class RequestTimeoutError(TimeoutError):
+    """No answer within the client's `timeout` (reading, writing, or waiting for a pooled connection).
+
+    Not retried: the server may already have the work. `server` is the URL that did not answer.
+    """
+
+    def __init__(self, server: str, message: str):
+        super().__init__(f"{server}: {message}")
+        self.server = server
+
+
 _BY_TYPE: dict[str, type[ApiError]] = {
     "invalid_request": InvalidRequestError,
     "invalid_trace": InvalidRequestError,

@@ -20,8 +20,10 @@ from typing import Any
 import httpx
 
 from ccapo_client.client import Payload, _BaseClient, _score_body
+from ccapo_client.errors import error_from_response
 from ccapo_client.models import ModelInfo, ScoreResponse
 from ccapo_client.remote import RemoteScorer
+from ccapo_client.swaps import ModelSwap, SwapState, follow
 
 # Ray's errors when a replica dies or cannot take a request; like a connection error, worth a retry.
 _RAY_UNAVAILABLE = frozenset(
@@ -50,15 +52,29 @@ class _HandleClient(_BaseClient):
         """Load a checkpoint on every replica; answers once all of them serve it."""
         return ModelInfo.model_validate(self._request("POST", "/v1/model", {"model": path}, admin=True).json())
 
+    def swap_model(self, path: str, wait_s: float = 30.0) -> ModelSwap:
+        """`load_model` that waits at most `wait_s` seconds; the call goes on in the cluster when it waits
+        longer (a "pending" swap), never cancelled, and `swap_status` looks at it again."""
+        headers, content = self._wire({"model": path}, admin=True)
+        swap = ModelSwap(path)
+        swap.waiting[0] = self.handle.call_route.remote("POST", "/v1/model", headers, content)
+        return self.swap_status(swap, wait_s)
+
+    def swap_status(self, swap: ModelSwap, wait_s: float = 0.0) -> ModelSwap:
+        return follow(swap, _poll_call, wait_s)
+
     def close(self) -> None:
         pass
 
-    def _request(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> httpx.Response:
+    def _wire(self, body: Any, admin: bool) -> tuple[dict[str, str], bytes]:
         headers = {"accept": "application/json", **self._headers(admin)}
-        content = b""
-        if body is not None:
-            headers["content-type"] = "application/json"
-            content = json.dumps(body).encode()
+        if body is None:
+            return headers, b""
+        headers["content-type"] = "application/json"
+        return headers, json.dumps(body).encode()
+
+    def _request(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> httpx.Response:
+        headers, content = self._wire(body, admin)
         last: httpx.Response | Exception | None = None
         for _ in range(self.max_retries + 1):
             _, wait = self._servers.pick(0)
@@ -88,6 +104,21 @@ class _HandleClient(_BaseClient):
         except TimeoutError:
             response.cancel()  # the replica drops the request's queued traces
             raise
+
+
+def _poll_call(swap: ModelSwap, server: int, call: Any) -> tuple[SwapState, str | None]:
+    """One look at a swap's call through the handle: still running, or its answer."""
+    try:
+        answer = call.result(timeout_s=0)
+    except TimeoutError:
+        return "pending", None
+    except Exception as err:  # the replica died mid-load; the scorer keeps (or restarts on) the older model
+        return "failed", f"the swap call failed: {err}"
+    response = httpx.Response(answer["status"], headers=answer["headers"], content=answer["body"])
+    if response.is_error:
+        return "failed", str(error_from_response(response))
+    swap.model = ModelInfo.model_validate(response.json())
+    return "live", None
 
 
 def _unavailable(err: Exception) -> bool:

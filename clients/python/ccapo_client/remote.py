@@ -10,6 +10,7 @@ from typing import Any
 from ccapo_client.client import Client, Payload, _BaseClient
 from ccapo_client.errors import ApiError
 from ccapo_client.models import ModelInfo, ScoreResponse, TraceImportance
+from ccapo_client.swaps import ModelSwap
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,19 @@ class RemoteScorer:
         """Have every server load the checkpoint at `path` (a path on the servers' side)."""
         self._info = self.client.load_model(path)
         return self._info
+
+    def swap_model(self, path: str, wait_s: float = 30.0) -> ModelSwap:
+        """`load_model` that waits at most `wait_s` seconds: a slower load is a "pending" swap, not an error
+        (see `Client.swap_model`)."""
+        swap = self.client.swap_model(path, wait_s)
+        self._info = swap.model or self._info
+        return swap
+
+    def swap_status(self, swap: ModelSwap, wait_s: float = 0.0) -> ModelSwap:
+        """Look again at a pending swap from `swap_model`."""
+        swap = self.client.swap_status(swap, wait_s)
+        self._info = swap.model or self._info
+        return swap
 
     def close(self) -> None:
         self.client.close()

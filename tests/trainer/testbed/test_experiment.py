@@ -17,8 +17,15 @@ from ccapo_trainer.metrics import read_metrics
 from ccapo_trainer.testbed.experiment import ARMS, ExperimentConfig, report, run_experiment, summarize
 
 
-def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monkeypatch):
-    monkeypatch.setenv("CCAPO_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def testbed_cache(tmp_path_factory) -> Path:
+    """One CCAPO_CACHE for this module's experiments: the smoke warm start is trained once, then reused."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.slow  # every arm trains
+def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monkeypatch, testbed_cache):
+    monkeypatch.setenv("CCAPO_CACHE", str(testbed_cache))
     config = ExperimentConfig.smoke()
     summary = run_experiment(config, tmp_path / "out")
 
@@ -79,8 +86,9 @@ def ccapo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "ccapo.cli", *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def test_experiment_command_takes_arms_and_training_overrides(tmp_path):
-    env = {**os.environ, "CCAPO_CACHE": str(tmp_path / "cache")}
+@pytest.mark.slow  # two arms train, through the command
+def test_experiment_command_takes_arms_and_training_overrides(tmp_path, testbed_cache):
+    env = {**os.environ, "CCAPO_CACHE": str(testbed_cache)}
     out = tmp_path / "out"
     args = ("experiment", "testbed", "--smoke", "-o", str(out), "--arms", "uniform,counterfactual")
     done = ccapo(*args, "learning_rate=3e-5", "scoring.weights.scheme=normalized", cwd=tmp_path, env=env)

@@ -61,7 +61,8 @@ def weighting_metrics(run: Components, weights: BatchWeights, batch: StepBatch, 
     nonpositive, zero = run.processes.values(skipped).sum(0).tolist()
     record["weights/skipped_nonpositive"], record["weights/skipped_zero_advantage"] = nonpositive, zero
     if run.provider.config.provider == "remote" and run.provider.config.scores:  # rollouts: policy after step - 1
-        record["weighting/version_lag"] = float(step - 1 - run.provider.synced_step)
+        # None: the first push is still loading (a slow swap), so the server runs the model it started with.
+        record["weighting/version_lag"] = float(max(step - 1 - (run.provider.synced_step or 0), 0))
     return record
 
 

@@ -1,9 +1,10 @@
 """The OpenRLHF adapter on OpenRLHF 0.11.2's own Experience, advantage code and PolicyLoss, scoring on a real server.
 
-Covered: `CounterfactualAdvantages` on OpenRLHF's real `RemoteExperienceMaker.compute_advantages_and_returns`
-(made without its constructor, which needs GPU actor groups, as OpenRLHF's own tests do), real
-`Experience` objects, and OpenRLHF's `PolicyLoss`. Not covered here: `ccapo_adapters.openrlhf_trainer`
-and the entry point's Ray wiring, which import OpenRLHF's trainer (flash-attn, DeepSpeed on GPU, vLLM).
+Covered: `CounterfactualAdvantages` on OpenRLHF's real `RemoteExperienceMaker`, built by its own
+constructor with the arguments OpenRLHF's own parser makes (`openrlhf_cli`), its
+`compute_advantages_and_returns`, real `Experience` objects, and OpenRLHF's `PolicyLoss`; policy sync
+through Ray tasks that save as the GPU actor group would, including a load slower than the client's
+timeout. The entry point, the launch script and the worker setup hook: test_launch.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -28,6 +30,9 @@ from ccapo_adapters.openrlhf import (
     provider_from_env,
 )
 from ccapo_client import RemoteScorer
+from openrlhf_cli import openrlhf_args
+from scoring_server import READY_TIMEOUT_S, spawn_server, wait_ready
+from slow_swaps import slow_sync_config, wait_until_live
 
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "openrlhf"
 
@@ -70,22 +75,33 @@ def make_experience(modules, tokenizer, observation: list[int] | None = None):
     return experience, (prompts, responses)
 
 
-def experience_maker(modules, provider: WeightProvider | None, estimator: str = "reinforce_baseline"):
-    """OpenRLHF's maker with the weighting (or stock, without a provider), set up like OpenRLHF's own tests."""
-    base = modules.maker.RemoteExperienceMaker
-    cls = base if provider is None else type("Maker", (CounterfactualAdvantages, base), {})
-    maker = cls.__new__(cls)  # the constructor needs GPU actor groups
-    maker.advantage_estimator = estimator
-    maker.kl_ctl = SimpleNamespace(value=0.0)
-    advantage = SimpleNamespace(estimator=estimator, gamma=1.0, lambd=1.0, no_std_norm=True)
-    args = SimpleNamespace(
-        rollout=SimpleNamespace(n_samples_per_prompt=2),
-        reward=SimpleNamespace(clip_range=None),
-        algo=SimpleNamespace(advantage=advantage),
+def experience_maker(
+    modules,
+    provider: WeightProvider | Literal["env"] | None,
+    estimator: str = "reinforce_baseline",
+    output_dir: str = "/tmp/ccapo-openrlhf-unused",
+    actor_group: Any = None,
+):
+    """OpenRLHF's maker (with the weighting, or stock without a provider; "env": the weighting's provider
+    from CCAPO_ADAPTER_SETTINGS, as in a run), built by its own constructor with the arguments OpenRLHF's
+    parser makes and its fixed KL controller, as its PPO trainer builds it. The critic, reward and
+    reference groups are GPU actors it only stores. The strategy is a namespace holding those arguments:
+    the maker reads only `strategy.args`, and OpenRLHF's `DeepspeedStrategy` module imports peft, which
+    this environment leaves out."""
+    from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+
+    args = openrlhf_args(
+        [
+            *("--actor.model_name_or_path", "unused", "--reward.remote_url", "reward.py"),
+            *("--algo.advantage.estimator", estimator, "--rollout.n_samples_per_prompt", "2"),
+            *("--algo.advantage.no_std_norm", "--algo.kl.init_coef", "0", "--ckpt.output_dir", output_dir),
+        ]
     )
-    maker.strategy = SimpleNamespace(args=args)
-    maker.weight_provider = provider
-    return maker
+    base = modules.maker.RemoteExperienceMaker
+    preset = {} if provider == "env" else {"weight_provider": provider}
+    cls = base if provider is None else type("Maker", (CounterfactualAdvantages, base), preset)
+    kl = FixedKLController(args.algo.kl.init_coef)
+    return cls(actor_group, None, None, None, kl, SimpleNamespace(args=args), None)
 
 
 @pytest.mark.parametrize("estimator", ["reinforce_baseline", "group_norm", "rloo"])
@@ -157,50 +173,57 @@ def test_the_maker_builds_its_provider_from_the_runtime_env(openrlhf_modules, se
     with pytest.raises(ValueError, match="x"):  # the server rejects the scoring config when the maker is built
         provider_from_env()
     settings = json.loads((RECIPE / "ccapo.json").read_text())
-    monkeypatch.setenv(SETTINGS_ENV, json.dumps({**settings, "server_url": server_url}))
-    base = openrlhf_modules.maker.RemoteExperienceMaker
-    maker = type("Maker", (CounterfactualAdvantages, base), {})(None, None, None, None, None, _strategy(), None)
+    # The recipe's settings, over HTTP (its alternative to the Ray Serve app) and without policy sync.
+    http = {**settings, "provider": "remote", "server_url": server_url, "sync_every": 0}
+    monkeypatch.setenv(SETTINGS_ENV, json.dumps(http))
+    maker = experience_maker(openrlhf_modules, "env")
     assert maker.weight_provider.config.server_url == server_url
 
 
-def _strategy() -> SimpleNamespace:
-    advantage = SimpleNamespace(estimator="reinforce_baseline")
-    args = SimpleNamespace(algo=SimpleNamespace(advantage=advantage), ckpt=SimpleNamespace(output_dir="/tmp/out"))
-    return SimpleNamespace(args=args)
+@pytest.fixture(scope="module")
+def local_ray():
+    """A one-CPU local Ray, for the actor group's save tasks."""
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 class ActorGroupOnCPU:
-    """Stands in for OpenRLHF's GPU actor group: `async_save_model` writes the HF checkpoint its rank 0 would."""
+    """Stands in for OpenRLHF's `RayActorGroup` of DeepSpeed actors (GPU only): `async_save_model` returns
+    the refs of real Ray tasks that write the HF checkpoint its rank 0 would, which the maker waits on."""
 
-    def __init__(self, source: str, output_dir: Path):
+    def __init__(self, ray, source: str, output_dir: Path):
         self.source, self.output_dir, self.saves = source, output_dir, 0
+        self._copy = ray.remote(shutil.copytree)
 
     def async_save_model(self) -> list:
-        shutil.copytree(self.source, self.output_dir, dirs_exist_ok=True)
         self.saves += 1
-        return []  # the real group returns Ray refs, which the maker waits for
+        return [self._copy.remote(self.source, self.output_dir, dirs_exist_ok=True)]
 
 
 def test_policy_sync_saves_the_actor_and_the_server_loads_it(
-    openrlhf_modules, tokenizer, server_url, model_root, tiny_model_dir
+    openrlhf_modules, tokenizer, server_url, model_root, tiny_model_dir, local_ray
 ):
     output_dir = model_root / "openrlhf-output"
     config = CounterfactualConfig(
         provider="remote", server_url=server_url, admin_key="admin", sync_every=1, sync_dir=str(output_dir)
     )
-    maker = experience_maker(openrlhf_modules, WeightProvider.remote(config))
-    maker.strategy.args.ckpt = SimpleNamespace(output_dir=str(output_dir))
-    maker.actor_model_group = ActorGroupOnCPU(tiny_model_dir, output_dir)
+    group = ActorGroupOnCPU(local_ray, tiny_model_dir, output_dir)
+    maker = experience_maker(
+        openrlhf_modules, WeightProvider.remote(config), output_dir=str(output_dir), actor_group=group
+    )
     first = httpx.get(f"{server_url}/v1/model").json()["version"]
 
     experience, _ = make_experience(openrlhf_modules, tokenizer)
     maker.compute_advantages_and_returns([experience])  # step 0: the starting policy is pushed, whatever was served
-    assert maker.actor_model_group.saves == 1 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    assert group.saves == 1 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
     started = httpx.get(f"{server_url}/v1/model").json()["version"]
     assert started != first
     experience, _ = make_experience(openrlhf_modules, tokenizer)
     maker.compute_advantages_and_returns([experience])  # step 1: one update later, synced before scoring
-    assert maker.actor_model_group.saves == 2 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
+    assert group.saves == 2 and experience.info["ccapo_policy_lag_steps"].tolist() == [0.0] * 4
     assert httpx.get(f"{server_url}/v1/model").json()["version"] != started
     assert maker.weight_provider.synced_step == 1
 
@@ -225,3 +248,32 @@ def test_the_recipes_reward_scores_gsm8k_answers():
         [label, label, "#### 1000"],
     )
     assert rewards["rewards"].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_a_policy_load_slower_than_the_client_timeout_is_pending_and_training_goes_on(
+    openrlhf_modules, tokenizer, model_root, tiny_model_dir, local_ray
+):
+    """Each swap loads for 4 s against a 1 s client timeout: step 0's push is pending, not an exception
+    (once, httpx.ReadTimeout ended OpenRLHF's trainer); step 1 is scored by the live model with the lag
+    counted and saves nothing over the checkpoint being loaded; the push counts once live."""
+    output_dir = model_root / "openrlhf-slow"
+    env = {"CCAPO_ADMIN_KEY": "admin", "CCAPO_MODEL_ROOTS": str(model_root)}
+    server = spawn_server(tiny_model_dir, env, load_delay_s=4.0)
+    try:
+        wait_ready(server, READY_TIMEOUT_S)
+        config = slow_sync_config(server.url, output_dir, client_timeout_s=1.0, swap_wait_s=0.1)
+        group = ActorGroupOnCPU(local_ray, tiny_model_dir, output_dir)
+        maker = experience_maker(
+            openrlhf_modules, WeightProvider.remote(config), output_dir=str(output_dir), actor_group=group
+        )
+        lags = []
+        for _ in range(2):
+            experience, _ = make_experience(openrlhf_modules, tokenizer)
+            maker.compute_advantages_and_returns([experience])
+            lags.append(experience.info["ccapo_policy_lag_steps"].tolist())
+        assert lags == [[0.0] * 4, [1.0] * 4] and group.saves == 1
+        provider = maker.weight_provider
+        wait_until_live(provider)
+        assert provider.synced_step == 0 and httpx.get(f"{server.url}/v1/model").json()["version"] == "2"
+    finally:
+        server.discard()

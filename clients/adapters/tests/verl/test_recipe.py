@@ -1,18 +1,24 @@
-"""examples/verl: the GSM8K GRPO config composes on verl's own, and sets only keys verl knows (or ccapo's)."""
+"""examples/verl: the config composes on verl's own, sets only keys verl knows (or ccapo's), and with the
+launch script's own overrides passes verl's validation; the entry point runs ccapo's task runner."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import verl
-from ccapo_adapters.verl_trainer import check_sync_contents, provider_from_config
+from ccapo_adapters.verl_runner import CounterfactualTaskRunner
+from ccapo_adapters.verl_trainer import provider_from_config
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "verl"
-OURS = {"hydra", "defaults", "ccapo", "ray_kwargs.ray_init.runtime_env.worker_process_setup_hook"}
+OURS = {"hydra", "defaults", "ccapo"}
 
 
 def leaves(node, prefix: str = "") -> list[str]:
@@ -28,9 +34,30 @@ def known(config, key: str) -> bool:
     return OmegaConf.is_dict(node) and name in node.keys()  # noqa: SIM118 (`in` skips mandatory "???" keys)
 
 
-def recipe():
+def recipe(*overrides: str):
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
-        return compose("ccapo_grpo_gsm8k", overrides=["ccapo.sync_dir=/tmp/ccapo-sync"])
+        return compose("ccapo_grpo_gsm8k", overrides=["ccapo.sync_dir=/tmp/ccapo-sync", *overrides])
+
+
+def script_overrides(**gpus: int) -> list[str]:
+    """The overrides run_gsm8k_grpo.sh gives main_ccapo.py, for these GPU counts (its own --print-overrides)."""
+    env = {**os.environ, **{name.upper(): str(count) for name, count in gpus.items()}}
+    done = subprocess.run(
+        ["bash", str(RECIPE / "run_gsm8k_grpo.sh"), "--print-overrides"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.splitlines()
+
+
+def entry_point():
+    spec = importlib.util.spec_from_file_location("main_ccapo", RECIPE / "main_ccapo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_recipe_sets_only_keys_of_verls_config():
@@ -42,22 +69,61 @@ def test_the_recipe_sets_only_keys_of_verls_config():
     assert unknown == [] and "actor_rollout_ref.rollout.n" in keys
 
 
-def test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider(server_url, model_root):
+@pytest.mark.parametrize(
+    "gpus",
+    [{}, {"gpus_per_node": 4}, {"gpus_per_node": 8, "scorer_gpus": 2, "nnodes": 2}],
+    ids=["defaults", "4-gpus", "2-nodes-2-scorer-gpus"],
+)
+def test_the_config_with_the_scripts_overrides_passes_verls_validation(gpus):
+    overrides = script_overrides(**gpus)
+    config = recipe(*overrides)
+    expected = gpus.get("gpus_per_node", 8) - gpus.get("scorer_gpus", 1)
+    assert config.trainer.n_gpus_per_node == expected and f"trainer.n_gpus_per_node={expected}" in overrides
+    entry_point().checked(config)  # verl's validate_config, as main_ccapo.py runs it before Ray starts
+
+
+def test_the_config_alone_passes_verls_validation():
+    entry_point().checked(recipe())
+
+
+def test_the_recipe_scores_through_the_ray_app_the_scorer_command_deploys():
     config = recipe()
     assert config.trainer.use_v1 and config.trainer.v1.trainer_mode == "ccapo_sync"
-    module, _, function = config.ray_kwargs.ray_init.runtime_env.worker_process_setup_hook.rpartition(".")
-    assert callable(getattr(importlib.import_module(module), function))
+    assert config.ccapo.provider == "ray" and config.ccapo.ray_app == "ccapo"
+    script = (RECIPE / "run_gsm8k_grpo.sh").read_text()
+    assert "serve --ray --detach" in script and "CUDA_VISIBLE_DEVICES" not in script
+    assert "worker_process_setup_hook" not in OmegaConf.to_yaml(config)  # the task runner registers ccapo
+
+
+def test_the_recipe_over_http_has_a_working_provider(server_url, model_root):
+    config = recipe("ccapo.provider=remote")
     with open_dict(config):
         config.ccapo.server_url = server_url
         config.ccapo.admin_key = "admin"
         config.ccapo.sync_dir = str(model_root / "recipe-sync")
     provider = provider_from_config(config.ccapo)  # checks the server, the scoring config and sync access
     assert provider.config.sync_every == 10
-    check_sync_contents(config, provider)  # the recipe's actor saves the hf_model that sync loads
 
 
-def test_the_entry_point_imports():
-    spec = importlib.util.spec_from_file_location("main_ccapo", RECIPE / "main_ccapo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert callable(module.main)
+def test_the_entry_point_runs_ccapos_task_runner(monkeypatch):
+    module = entry_point()
+    ran = []
+    monkeypatch.setattr(module, "run_ppo", lambda config, task_runner_class: ran.append(task_runner_class))
+    with pytest.raises(ValueError, match="ccapo_sync"):
+        module.checked(recipe("trainer.v1.trainer_mode=sync"))
+    module.main.__wrapped__(recipe())
+    assert ran == [CounterfactualTaskRunner]
+
+
+def test_run_ppo_builds_the_ccapo_trainer_in_its_task_runner_without_a_setup_hook(server_url, tmp_path):
+    """verl's real `run_ppo` and task runner on a fresh local Ray (run_ppo_probe.py says what it leaves out)."""
+    report = tmp_path / "report.json"
+    probe = Path(__file__).with_name("run_ppo_probe.py")
+    done = subprocess.run(
+        [sys.executable, str(probe), str(report), server_url], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    built = json.loads(report.read_text())
+    assert "ccapo_adapters.verl_trainer" not in built["imported_at_start"]  # nothing of ccapo ran at worker start
+    assert built["trainer"] == "CounterfactualPPOTrainerSync" and built["mode"] == "sync"
+    assert built["provider_model"]  # the provider it built from the config's ccapo section answers

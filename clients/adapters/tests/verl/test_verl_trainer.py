@@ -4,22 +4,17 @@ The v1 trainer (`verl.trainer.ppo.v1`, what `main_ppo` runs) is built from verl'
 driven through its real `_compute_advantage` (verl's GRPO on rows in a real TransferQueue) and
 `_update_actor`. The one piece replaced is the GPU actor worker group (`actor_rollout_wg`):
 `ActorOnCPU` reads the batch from TransferQueue as verl's workers do and computes verl's
-`compute_policy_loss_vanilla`, and its `save_checkpoint` writes the `huggingface/` folder verl's
-checkpoint manager writes for `hf_model`.
+`compute_policy_loss_vanilla`. Policy sync, with verl's real checkpoint manager: test_verl_sync.py.
 """
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import httpx
 import pytest
 import torch
 import transfer_queue as tq
 from adapter_traces import COMPLETIONS, PROMPTS, encode
 from ccapo_adapters import CounterfactualConfig, WeightProvider, score_token_batch
-from ccapo_adapters.verl_trainer import CounterfactualPPOTrainerSync, check_sync_contents
+from ccapo_adapters.verl_trainer import CounterfactualPPOTrainerSync
 from ccapo_client import RemoteScorer
 from conftest import verl_config
 from omegaconf import OmegaConf
@@ -37,20 +32,14 @@ CLIP = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip
 class ActorOnCPU:
     """Stands in for verl's GPU actor worker group: the only replaced piece of the trainer."""
 
-    def __init__(self, checkpoint_source: str | None = None):
-        self.checkpoint_source = checkpoint_source
+    def __init__(self):
         self.seen_fields: set[str] = set()
-        self.saved: list[str] = []
 
     def update_actor(self, batch):
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id)
         self.seen_fields = set(data.keys())
         self.advantages = [row.clone() for row in data["advantages"].unbind()]
         return {"metrics": {"mfu": 0.0}}
-
-    def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None):
-        shutil.copytree(self.checkpoint_source, Path(local_path) / "huggingface")
-        self.saved.append(local_path)
 
 
 def rollout_rows(tokenizer, observation: list[int]):
@@ -156,43 +145,41 @@ def test_weighted_advantages_weight_each_tokens_loss_in_verls_ppo_loss(server_ur
     assert not torch.allclose(weights[mask.bool()], torch.ones(int(mask.sum())))
 
 
-def test_policy_sync_loads_verls_hf_checkpoint_on_the_server(server_url, tokenizer, tiny_model_dir, model_root):
+SEPARATE_ASYNC = (
+    "trainer.v1.trainer_mode=ccapo_separate_async",
+    "data.train_batch_size=8",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",  # parameter_sync_step (4) mini-batches of 2 prompts
+    "actor_rollout_ref.rollout.nnodes=1",
+    "actor_rollout_ref.rollout.n_gpus_per_node=1",
+    "actor_rollout_ref.rollout.checkpoint_engine.backend=nccl",
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "updates_per_step"),
+    [
+        (("trainer.v1.trainer_mode=ccapo_sync",), 1),
+        (("trainer.v1.trainer_mode=ccapo_colocate_async",), 1),
+        (SEPARATE_ASYNC, 4),
+    ],
+    ids=["sync", "colocate_async", "separate_async"],
+)
+def test_updates_are_counted_from_verls_counters_in_every_mode(server_url, tokenizer, overrides, updates_per_step):
+    """verl's `PPOTrainer.step` runs `_step_once` (sample, ..., `_compute_advantage`, `_update_actor`) once per
+    `local_trigger_step` in range(`parameter_sync_step`); the scorer, never synced, lags by the updates so far."""
     rows, keys = rollout_rows(tokenizer, observation=[])
-    trainer = CounterfactualPPOTrainerSync(verl_config())
-    sync_dir = str(model_root / "verl-sync")
-    trainer.weight_provider = remote(server_url, admin_key="admin", sync_every=2, sync_dir=sync_dir)
-    trainer.actor_rollout_wg = ActorOnCPU(checkpoint_source=tiny_model_dir)
-    first = httpx.get(f"{server_url}/v1/model").json()["version"]
-
-    trainer.global_steps = 1  # no update yet: the starting policy is pushed, whatever the server held
-    metrics: dict = {}
-    trainer._compute_advantage(put(rows, keys, "sync1-"), metrics)
-    assert trainer.actor_rollout_wg.saved == [f"{sync_dir}/global_step_1/actor"]
-    assert metrics["ccapo/policy_lag_steps"] == 0.0
-    started = httpx.get(f"{server_url}/v1/model").json()["version"]
-    assert started != first
-
-    trainer.global_steps = 2  # one update since: not due yet
-    metrics = {}
-    trainer._compute_advantage(put(rows, keys, "sync2-"), metrics)
-    assert len(trainer.actor_rollout_wg.saved) == 1 and metrics["ccapo/policy_lag_steps"] == 1.0
-
-    trainer.global_steps = 3  # two updates: the actor saves its checkpoint and the server loads it first
-    metrics = {}
-    trainer._compute_advantage(put(rows, keys, "sync3-"), metrics)
-    assert trainer.actor_rollout_wg.saved[1:] == [f"{sync_dir}/global_step_3/actor"]
-    assert httpx.get(f"{server_url}/v1/model").json()["version"] != started
-    assert trainer.weight_provider.synced_step == 2 and metrics["ccapo/policy_lag_steps"] == 0.0
-
-
-def test_sync_needs_verl_to_save_the_hf_model(server_url):
-    provider = WeightProvider(
-        CounterfactualConfig(provider="remote", server_url=server_url, sync_every=1, sync_dir="/tmp/x"), None
-    )
-    with pytest.raises(ValueError, match="hf_model"):
-        check_sync_contents(verl_config(), provider)
-    config = verl_config("actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]")
-    check_sync_contents(config, provider)
+    trainer = get_trainer_cls(overrides[0].rpartition("=")[2])(verl_config(*overrides))
+    assert trainer.parameter_sync_step == updates_per_step  # verl's own reading of its config
+    trainer.weight_provider = remote(server_url, sync_every=0)
+    lags = []
+    for step in (1, 2):
+        trainer.global_steps = step
+        for trigger in range(trainer.parameter_sync_step):
+            trainer.local_trigger_step = trigger
+            metrics: dict = {}
+            trainer._compute_advantage(put(rows, keys, f"{trainer.trainer_mode}-{step}-{trigger}-"), metrics)
+            lags.append(metrics["ccapo/policy_lag_steps"])
+    assert lags == [float(n) for n in range(2 * updates_per_step)]
 
 
 def test_rows_of_other_lengths_are_refused(server_url):

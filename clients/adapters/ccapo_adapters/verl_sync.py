@@ -1,0 +1,81 @@
+"""Policy sync for verl: the actor's HF weights under `sync_dir`, beside the trainer's checkpoints, never among them.
+
+verl's checkpoint managers delete the paths they registered beyond `max_actor_ckpt_to_keep`, so a
+sync saved through the trainer's `save_checkpoint` would count against, and delete, the trainer's
+own `global_step_N/actor`. Here each actor rank has its engine's own checkpoint manager write the
+HF model only (`save_contents: [hf_model]`, whatever the trainer saves) and then forget the path,
+so its retention never sees it; no optimizer or extra state is written. The folder the scorer
+loads depends on the backend (`hf_folder`); when it is missing after a save, the run stops there
+with the setting to change, rather than saving again at every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SYNC_PREFIX = "ccapo_policy_update_"
+# Where each backend's checkpoint manager writes the HF model inside a save folder (verl 0.9.1).
+HF_FOLDERS = {"fsdp": "huggingface", "fsdp2": "huggingface", "megatron": os.path.join("model", "huggingface")}
+# What makes each backend write that folder at all.
+HF_SETTINGS = {
+    "megatron": "actor_rollout_ref.actor.megatron.use_mbridge=true (the HF export needs verl's model bridge)",
+}
+
+
+class SyncError(RuntimeError):
+    """Policy sync cannot work with this trainer's configuration: training stops at the first sync."""
+
+
+def hf_folder(save_path: str, strategy: str) -> str:
+    """The HF model folder inside `save_path` for the actor backend `strategy` (`actor_rollout_ref.actor.strategy`)."""
+    if strategy not in HF_FOLDERS:
+        raise SyncError(
+            f"policy sync knows where verl's {sorted(HF_FOLDERS)} backends write the HF model, not "
+            f"{strategy!r} (actor_rollout_ref.actor.strategy): use one of those, or set ccapo.sync_every=0"
+        )
+    return os.path.join(save_path, HF_FOLDERS[strategy])
+
+
+def save_hf_weights(worker: Any, path: str) -> None:
+    """On one actor rank (verl's `execute_with_func_generator`): the HF model to `path`, through its engine.
+
+    The engine's `save_checkpoint` moves offloaded parameters in and out as for any save; the
+    manager's `save_contents` and its list of saved paths are put back afterwards.
+    """
+    engine = worker.actor.engine  # verl's ActorRolloutRefWorker -> TrainingWorker -> its FSDP/Megatron engine
+    manager = engine.checkpoint_manager
+    contents, saved = manager.checkpoint_save_contents, list(manager.previous_saved_paths)
+    manager.checkpoint_save_contents = ["hf_model"]
+    try:
+        engine.save_checkpoint(path, None, 0, max_ckpt_to_keep=None)
+    finally:
+        manager.checkpoint_save_contents = contents
+        manager.previous_saved_paths = saved
+
+
+def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
+    """Have every actor rank write the HF weights after `updates` updates; the folder the scorer loads."""
+    path = os.path.join(sync_dir, f"{SYNC_PREFIX}{updates}")
+    trainer.actor_rollout_wg.execute_all_sync("execute_with_func_generator", save_hf_weights, path)
+    strategy = trainer.config.actor_rollout_ref.actor.strategy
+    folder = hf_folder(path, strategy)
+    if not os.path.isdir(folder):
+        setting = HF_SETTINGS.get(strategy, "the actor's checkpoint settings")
+        raise SyncError(
+            f"policy sync asked verl's {strategy} actor for its HF weights, and {folder} was not written: "
+            f"set {setting}, or ccapo.sync_every=0 to keep the scorer's model"
+        )
+    return folder
+
+
+def remove_older_policies(sync_dir: str, keep: str) -> None:
+    """Delete the policy folders this sync wrote before `keep` (the one the scorer now serves)."""
+    for name in os.listdir(sync_dir):
+        path = os.path.join(sync_dir, name)
+        if name.startswith(SYNC_PREFIX) and not keep.startswith(path + os.sep):
+            shutil.rmtree(path, ignore_errors=True)

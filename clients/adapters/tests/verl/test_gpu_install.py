@@ -1,0 +1,66 @@
+"""What a GPU user installs for verl (docs/integrations.md) resolves, with verl's own torch and transformers.
+
+`verl[vllm]==0.9.1` pins torch and transformers; `ccapo-client[ray]` and `ccapo-adapters` must
+take whatever it pins. One resolver run (`pip install --dry-run --report`) against the package
+index; no CUDA is needed to resolve CUDA wheels' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[4]
+CLIENT, ADAPTERS = ROOT / "clients" / "python", ROOT / "clients" / "adapters"
+GPU_INSTALL = ["verl[vllm]==0.9.1", f"{CLIENT}[ray]", str(ADAPTERS)]
+FRAMEWORK_PINNED = {"torch", "transformers"}
+
+
+def requirements(project: Path) -> list[Requirement]:
+    table = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    extras = [dep for deps in table.get("optional-dependencies", {}).values() for dep in deps]
+    return [Requirement(dep) for dep in [*table["dependencies"], *extras]]
+
+
+def test_ccapos_trainer_side_packages_leave_torch_and_transformers_to_the_framework():
+    for project in (CLIENT, ADAPTERS):
+        for requirement in requirements(project):
+            if requirement.name in FRAMEWORK_PINNED:
+                operators = {spec.operator for spec in requirement.specifier}
+                assert operators <= {">="}, f"{project.name} caps {requirement}: verl's pin must win"
+
+
+def index_url() -> str:
+    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+
+
+def test_the_gpu_install_resolves_with_verls_own_pins(tmp_path):
+    try:
+        httpx.get(f"{index_url()}/verl/", timeout=20, follow_redirects=True).raise_for_status()
+    except httpx.HTTPError as err:
+        pytest.skip(f"the package index {index_url()} is unreachable from here ({err}): nothing to resolve against")
+    report = tmp_path / "report.json"
+    resolve = ["install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *resolve, *GPU_INSTALL],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    installed = json.loads(report.read_text())["install"]
+    resolved = {item["metadata"]["name"].lower(): item["metadata"] for item in installed}
+    assert {"verl", "vllm", "ccapo-client", "ccapo-adapters", "ray"} <= resolved.keys()
+    # verl's vllm extra pins exact versions; the resolution keeps them (our packages moved nothing).
+    for requirement in map(Requirement, resolved["verl"]["requires_dist"]):
+        applies = requirement.marker is None or requirement.marker.evaluate({"extra": "vllm"})
+        if requirement.name in FRAMEWORK_PINNED and applies:
+            assert resolved[requirement.name]["version"] in requirement.specifier, requirement

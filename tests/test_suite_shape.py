@@ -1,0 +1,52 @@
+"""The suite's own shape, which keeps its time budget visible (Makefile: main suite under 10 min on 2 cores).
+
+Slow tests run last and stay few, every suite `make test` runs prints its slowest tests, and CI times
+each of those suites as a stage of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tests that take a minute or more each; a new one must fit the budget (merge it into an existing slow path).
+SLOW_BUDGET = 12
+
+
+def makefile_rule(target: str) -> tuple[list[str], str]:
+    """The prerequisites and recipe of one Makefile rule."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:(.*)\n((?:\t.*\n|.*\\\n)*)", text, re.MULTILINE)
+    assert match, f"the Makefile has no {target!r} rule"
+    return match.group(1).split(), match.group(2)
+
+
+def test_slow_tests_run_after_every_fast_one(request: pytest.FixtureRequest) -> None:
+    slow = [item.get_closest_marker("slow") is not None for item in request.session.items]
+    assert slow == sorted(slow), "tests/conftest.py's pytest_collection_modifyitems must move `slow` tests last"
+
+
+def test_slow_tests_stay_within_the_budget(request: pytest.FixtureRequest) -> None:
+    config = request.config
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS or config.option.keyword or config.option.markexpr:
+        pytest.skip("counts the slow tests of the whole suite (`pytest` with no arguments); this run selected part")
+    slow = [item.nodeid for item in request.session.items if item.get_closest_marker("slow")]
+    assert len(slow) <= SLOW_BUDGET, f"{len(slow)} slow tests (budget {SLOW_BUDGET}): {slow}"
+
+
+def test_make_test_runs_every_suite_printing_its_slowest_tests() -> None:
+    suites, _ = makefile_rule("test")
+    assert suites[0] == "lint" and {"test-main", "test-verl", "test-openrlhf"} <= set(suites)
+    for suite in suites[1:]:
+        _, recipe = makefile_rule(suite)
+        assert "-m pytest" in recipe and "--durations=15" in recipe, suite
+
+
+def test_ci_times_each_stage_of_make_test() -> None:
+    script = (ROOT / ".ci" / "run").read_text()
+    staged = re.findall(r"^stage \S+ make (\S+)", script, re.MULTILINE)
+    suites, _ = makefile_rule("test")
+    assert staged[0] == "setup-all" and staged[1:] == suites, staged
