@@ -40,7 +40,9 @@ class ScoringConfig(BaseModel):
         "exact",
         description='"exact" (the default): one counterfactual pass per span; "gradient": a first-order '
         'approximation of every drop from one forward and one backward pass; "refine": exact drops of coarse '
-        "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`",
+        "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`; "
+        '"horizon": each span recomputes only `horizon_window` tokens after it and the answer, then the '
+        "`horizon_verify` largest estimated drops are made exact (pad and delete)",
     )
     refine_budget: float = Field(
         0.5,
@@ -48,6 +50,12 @@ class ScoringConfig(BaseModel):
         le=1,
         description='"refine": share of the exact estimator\'s feed tokens it may spend in all (at least one '
         "block of all spans; 1.0 gives the exact pass)",
+    )
+    horizon_window: int = Field(
+        256, ge=0, description='"horizon": suffix tokens recomputed after each span; the rest keep their base-pass KV'
+    )
+    horizon_verify: int = Field(
+        0, ge=0, description='"horizon": spans per trace then scored exactly, largest estimated |drop| first'
     )
     weights: WeightConfig = Field(default_factory=WeightConfig)
 

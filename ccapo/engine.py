@@ -12,16 +12,26 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ccapo.cancellation import stop_between_layers
 from ccapo.estimators import Estimator
-from ccapo.interventions import Branch, Intervention, additive_mask, branch, visibility
+from ccapo.interventions import (
+    Branch,
+    Intervention,
+    WindowedBranch,
+    additive_mask,
+    branch,
+    visibility,
+    windowed_branch,
+)
+from ccapo.kernels import GEOMETRY_KWARG, row_attention_for, row_attention_unsupported, row_geometry
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 
 logger = logging.getLogger(__name__)
@@ -48,6 +58,8 @@ class EngineJob:
     placeholder: int
     estimator: Estimator = "exact"
     refine_budget: float = 0.5  # "refine": share of the exact feed tokens it may spend
+    horizon_window: int = 256  # "horizon": tokens recomputed after each span
+    horizon_verify: int = 0  # "horizon": spans then made exact, largest estimated |drop| first
 
     @property
     def counterfactuals(self) -> int:
@@ -61,10 +73,14 @@ class EngineJob:
         Exact: its base pass plus each row's recomputed suffix, exactly `JobScores.forward_tokens`
         once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
         share of the exact cost, but never less than one block of all spans costs (the least that
-        yields any drop, at most the exact cost); refine never exceeds it. A scheduler budgets work by this.
+        yields any drop, at most the exact cost); refine never exceeds it. Horizon: its base pass and
+        windowed rows, plus at most what its verified spans' exact pass costs (the longest rows).
+        A scheduler budgets work by this.
         """
         if self.estimator == "gradient":
             return len(self.ids)
+        if self.estimator == "horizon":
+            return self.horizon_feed_tokens
         exact = self.exact_feed_tokens
         if self.estimator == "exact":
             return exact
@@ -72,9 +88,22 @@ class EngineJob:
         return max(math.ceil(self.refine_budget * exact), replace(self, spans=whole).exact_feed_tokens)
 
     @property
+    def horizon_feed_tokens(self) -> int:
+        windowed = len(self.ids) + sum(len(row.tokens) for row in self.windowed_branches())
+        longest = sorted((len(b.tokens) for b in self.branches()), reverse=True)[: self.horizon_verify]
+        return windowed + (len(self.ids) + sum(longest) if longest else 0)
+
+    @property
     def exact_feed_tokens(self) -> int:
         """What the exact estimator feeds for this job's spans."""
         return len(self.ids) + sum(len(b.tokens) for b in self.branches())
+
+    def windowed_branches(self) -> list[WindowedBranch]:
+        """The horizon estimator's rows, one per span, under `horizon_window`."""
+        return [
+            windowed_branch(self.ids, self.answer_start, span, self.intervention, self.placeholder, self.horizon_window)
+            for span in self.spans
+        ]
 
     def branches(self) -> list[Branch]:
         """The counterfactual rows, one per span, as the engine feeds them."""
@@ -102,6 +131,9 @@ MIN_FILL = 0.8
 # The shortest query chunk a long row is fed in, however tight the memory: shorter ones cost more
 # in per-pass overhead than the mask they save.
 MIN_CHUNK = 16
+# How a pass expresses which keys each row sees: "rows" as per-row structure (`kernels.py`, no
+# tensor of queries x keys), "dense" as an additive mask (any model; the reference's form).
+Attention = Literal["auto", "rows", "dense"]
 
 
 class Engine:
@@ -115,9 +147,12 @@ class Engine:
     Memory: each `score` call plans within `memory_bytes`, by default `MEMORY_SHARE` of the memory
     free when it starts (`memory.py`). Half of it bounds the group's stored KV unless
     `max_cached_tokens` is given; the rest, beside the group's store, bounds each pass: how many
-    rows gather their cached prefixes at once, and the query chunks a long row is fed in (the
-    attention mask grows with queries x keys). Chunks attend to the cache of the chunks before
+    rows gather their cached prefixes at once, and the query chunks a long row is fed in (with a
+    dense mask, that mask grows with queries x keys). Chunks attend to the cache of the chunks before
     them, so chunking changes no result.
+
+    Attention: `attention="auto"` feeds counterfactual rows through row attention (`kernels.py`)
+    where the model's attention is plain, else through a dense mask, logging why.
     """
 
     def __init__(
@@ -126,6 +161,7 @@ class Engine:
         max_batch_tokens: int = 4096,
         max_cached_tokens: int | None = None,
         memory_bytes: int | None = None,
+        attention: Attention = "auto",
     ):
         self.model = model
         self.max_batch_tokens = max_batch_tokens
@@ -137,6 +173,12 @@ class Engine:
         self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
         # The engine's estimate of its own peak in the last `score` call: stored KV plus the largest pass.
         self.peak_estimate_bytes = 0
+        unsupported = row_attention_unsupported(model)
+        if attention == "rows" and unsupported:
+            raise ValueError(f"row attention cannot run this model: {unsupported}; use attention='dense'")
+        if attention == "auto" and unsupported:
+            logger.info("counterfactual passes use a dense attention mask: %s", unsupported)
+        self.rows = attention == "rows" or (attention == "auto" and unsupported is None)
 
     def memory_budget(self) -> int:
         """Bytes this engine plans to use beyond the model's weights, were it to start scoring now."""
@@ -163,7 +205,7 @@ class Engine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), row_attention_for(self.model) if self.rows else nullcontext():
                 return self._score(jobs, progress, cancelled)
         finally:
             self.model.train(was_training)
@@ -251,13 +293,15 @@ class Engine:
         for r, job in enumerate(jobs):
             input_ids[r, : len(job.ids)] = torch.tensor(job.ids, device=device)
         whole = self.costs.pass_bytes(n, width, width, masked=False)
+        lengths = torch.tensor([len(job.ids) for job in jobs], device=device)
+        nothing = torch.zeros(n, dtype=torch.long, device=device)
         if whole <= room:
             self._note(stored_bytes + whole)
+            if self.rows:  # one chunk of a causal pass
+                return self._feed(input_ids, nothing, lengths, (nothing, nothing), None, 0, width)
             # Right padding under a causal mask: no real position ever sees a padding position.
             out = self.decoder(input_ids=input_ids, use_cache=True)
             return out.last_hidden_state, out.cache
-        lengths = torch.tensor([len(job.ids) for job in jobs], device=device)
-        nothing = torch.zeros(n, dtype=torch.long, device=device)
         chunk = self._chunk(room, n, width, width, stored_bytes)
         return self._feed(input_ids, nothing, lengths, (nothing, nothing), None, 0, chunk)
 
@@ -295,9 +339,11 @@ class Engine:
         return self._answer_logprobs(hidden, answers)
 
     def _chunk(self, room: int, rows: int, keys: int, width: int, stored_bytes: int) -> int:
-        """The longest query chunk (all of `width` if it fits) whose masked pass fits in `room`."""
-        chunk = min(width, max(MIN_CHUNK, self.costs.queries_within(room, rows, keys)))
-        self._note(stored_bytes + self.costs.pass_bytes(rows, keys, chunk))
+        """The longest query chunk (all of `width` if it fits) whose pass fits in `room`: row attention
+        builds no mask, so only a dense-mask pass pays for queries x keys."""
+        masked = not self.rows
+        chunk = min(width, max(MIN_CHUNK, self.costs.queries_within(room, rows, keys, masked)))
+        self._note(stored_bytes + self.costs.pass_bytes(rows, keys, chunk, masked))
         return chunk
 
     def _feed(
@@ -327,15 +373,19 @@ class Engine:
             key_pos = torch.cat([past_cols, prefix[:, None] + new_cols], dim=1)
             query_pos = key_pos[:, past + start :]
             key_valid = torch.cat([past_valid, new_cols < lengths[:, None]], dim=1)
-            allowed = visibility(query_pos, key_pos, *hidden) & key_valid[:, None, :]
-            mask = additive_mask(allowed, self.model.dtype)
-            del allowed
+            if self.rows:
+                geometry = row_geometry(prefix, lengths, hidden, past, (start, end), query_pos, key_pos, key_valid)
+                where = {GEOMETRY_KWARG: geometry}
+            else:
+                allowed = visibility(query_pos, key_pos, *hidden) & key_valid[:, None, :]
+                where = {"attention_mask": additive_mask(allowed, self.model.dtype)}
+                del allowed
             out = self.decoder(
-                input_ids=tokens[:, start:end], attention_mask=mask, position_ids=query_pos, cache=cache, use_cache=True
+                input_ids=tokens[:, start:end], position_ids=query_pos, cache=cache, use_cache=True, **where
             )
             cache = out.cache
             states.append(out.last_hidden_state)
-            del out, mask
+            del out, where
         assert cache is not None  # width >= 1: at least one chunk ran
         return torch.cat(states, dim=1) if len(states) > 1 else states[0], cache
 
@@ -343,21 +393,28 @@ class Engine:
         self.peak_estimate_bytes = max(self.peak_estimate_bytes, planned_bytes)
 
     def _answer_logprobs(self, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]) -> list[float]:
-        """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
+        return answer_logprobs(self.head, self.softcap, hidden, rows)
 
-        The state at local index i - 1 predicts the token at i, so only those states meet the LM head.
-        """
-        device = hidden.device
-        row_idx = torch.cat([torch.full((len(a),), r, device=device) for r, _, a in rows])
-        pos_idx = torch.cat([torch.arange(s - 1, s - 1 + len(a), device=device) for _, s, a in rows])
-        targets = torch.tensor([t for _, _, a in rows for t in a], device=device)
-        segment = torch.cat([torch.full((len(a),), k, device=device) for k, (_, _, a) in enumerate(rows)])
-        logits = self.head(hidden[row_idx, pos_idx]).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
-        sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
-        return sums.tolist()
+
+def answer_logprobs(
+    head: torch.nn.Module, softcap: float | None, hidden: torch.Tensor, rows: list[tuple[int, int, list[int]]]
+) -> list[float]:
+    """Sum of answer-token log-probs per row; (row, local index of the first answer token, answer ids).
+
+    The state at local index i - 1 predicts the token at i, so only those states meet the LM head
+    (`head`, its logits soft-capped at `softcap` where the model does so).
+    """
+    device = hidden.device
+    row_idx = torch.cat([torch.full((len(a),), r, device=device) for r, _, a in rows])
+    pos_idx = torch.cat([torch.arange(s - 1, s - 1 + len(a), device=device) for _, s, a in rows])
+    targets = torch.tensor([t for _, _, a in rows for t in a], device=device)
+    segment = torch.cat([torch.full((len(a),), k, device=device) for k, (_, _, a) in enumerate(rows)])
+    logits = head(hidden[row_idx, pos_idx]).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+    sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
+    return sums.tolist()
 
 
 def never_cancelled(job: int) -> bool:

@@ -4,12 +4,15 @@
 - gradient: a first-order approximation of all drops at once from one forward and one backward
   pass (`gradient.py`); approximate, never the default;
 - refine: exact drops of coarse blocks of spans, then exact drops of the spans inside the
-  highest-drop blocks under a budget (`refine.py`); the other spans share their block's drop.
+  highest-drop blocks under a budget (`refine.py`); the other spans share their block's drop;
+- horizon: each span's counterfactual recomputes only the tokens within a window after it and the
+  answer, the rest keep their base-pass keys and values (`horizon.py`); optionally the spans with
+  the largest estimated drops are then made exact.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-Estimator = Literal["exact", "gradient", "refine"]
-ESTIMATORS: tuple[Estimator, ...] = ("exact", "gradient", "refine")
+Estimator = Literal["exact", "gradient", "refine", "horizon"]
+ESTIMATORS: tuple[Estimator, ...] = ("exact", "gradient", "refine", "horizon")

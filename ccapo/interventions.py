@@ -80,3 +80,46 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, Q, K) bool -> the (B, 1, Q, K) additive float mask transformers passes to attention as is."""
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+@dataclass(frozen=True)
+class WindowedBranch:
+    """A branch that recomputes only a window after its span and the answer (the horizon estimator).
+
+    Counterfactual positions [0, prefix) keep the base pass's keys and values; so do positions
+    [cut, answer_start - 1), taken from base positions `stale` (`shift` later: the span's length for
+    `delete`), only with stale content. Fed: `tokens[:window]` at positions prefix .. cut - 1, then
+    the answer part from position answer_start - 1 on.
+    """
+
+    prefix: int
+    stale: tuple[int, int]
+    shift: int
+    tokens: list[int]
+    positions: list[int]
+    window: int
+
+    @property
+    def exact(self) -> bool:
+        """Nothing stale: the row is the exact branch."""
+        return self.stale[1] == self.stale[0]
+
+
+def windowed_branch(
+    ids: list[int],
+    answer_start: int,
+    span: tuple[int, int],
+    intervention: Intervention,
+    placeholder: int,
+    window: int,
+) -> WindowedBranch:
+    """`branch`, recomputing the span (pad), `window` tokens after it and the answer only."""
+    b = branch(ids, answer_start, span, intervention, placeholder)
+    start, end = span
+    shift = end - start if intervention == "delete" else 0
+    changed = end - start if intervention == "pad" else 0  # the placeholders are recomputed
+    answer = b.answer_start - 1  # the state that predicts the first answer token
+    cut = max(b.prefix_len, min(b.prefix_len + changed + window, answer))
+    tokens = b.tokens[: cut - b.prefix_len] + b.tokens[answer - b.prefix_len :]
+    positions = [*range(b.prefix_len, cut), *range(answer, b.prefix_len + len(b.tokens))]
+    return WindowedBranch(b.prefix_len, (cut + shift, answer + shift), shift, tokens, positions, cut - b.prefix_len)

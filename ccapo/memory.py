@@ -55,9 +55,10 @@ class TokenCosts:
         mask = keys * self.mask_element if masked else 0
         return rows * (keys * self.kv + queries * (mask + self.activation))
 
-    def queries_within(self, room: int, rows: int, keys: int) -> int:
-        """The most queries per row a masked pass over `keys` keys may feed in `room` bytes (< 1: none)."""
-        return (room - rows * keys * self.kv) // (rows * (keys * self.mask_element + self.activation))
+    def queries_within(self, room: int, rows: int, keys: int, masked: bool = True) -> int:
+        """The most queries per row a pass over `keys` keys may feed in `room` bytes (< 1: none)."""
+        mask = keys * self.mask_element if masked else 0
+        return (room - rows * keys * self.kv) // (rows * (mask + self.activation))
 
 
 def available_memory(device: torch.device) -> int:

@@ -1,5 +1,5 @@
-"""Prepared jobs to their estimators: exact ones to the exact runner, the others to `gradient.py`
-and `refine.py` (which builds on the exact runner), results back in the jobs' order."""
+"""Prepared jobs to their estimators: exact ones to the exact runner, the others to `gradient.py`,
+`refine.py` and `horizon.py` (both build on the exact runner), results back in the jobs' order."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 from ccapo.engine import Cancelled, EngineJob, JobScores, Progress
 from ccapo.estimators import ESTIMATORS
 from ccapo.gradient import gradient_scores
+from ccapo.horizon import horizon_scores
 from ccapo.refine import Exact, refine_scores
 
 
@@ -25,7 +26,12 @@ def estimate(
 
     Jobs of one estimator run together, so each batches across traces; `progress` counts jobs over all.
     """
-    runners = {"exact": exact, "gradient": partial(gradient_scores, model), "refine": partial(refine_scores, exact)}
+    runners = {
+        "exact": exact,
+        "gradient": partial(gradient_scores, model),
+        "refine": partial(refine_scores, exact),
+        "horizon": partial(horizon_scores, model, exact),
+    }
     results: list[JobScores | None] = [None] * len(jobs)
     done = 0
     for estimator in ESTIMATORS:

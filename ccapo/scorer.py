@@ -24,6 +24,7 @@ from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
 from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, never_cancelled
 from ccapo.gradient import unsupported_reason as gradient_unsupported
+from ccapo.horizon import horizon_unsupported
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
@@ -313,8 +314,12 @@ class Scorer:
             placeholder=placeholder,
             estimator=config.estimator,
             refine_budget=config.refine_budget,
+            horizon_window=config.horizon_window,
+            horizon_verify=config.horizon_verify,
         )
         if config.estimator == "gradient" and (reason := gradient_unsupported(self.model, job)) is not None:
+            raise TraceError(index, reason)
+        if config.estimator == "horizon" and (reason := horizon_unsupported(self.model, job)) is not None:
             raise TraceError(index, reason)
         return PreparedTrace(completion, tokens, answer, tuple(spans), job)
 

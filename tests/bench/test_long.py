@@ -1,5 +1,5 @@
-"""bench/long.py's dry run: the long-trace comparison's own code on a tiny random model, so it never
-rots between the runs that take the default model minutes."""
+"""bench/long.py's dry run and bench/kernel_speed.py at short lengths: the long-reasoning benchmarks'
+own code, so it never rots between the runs that take the default model minutes to hours."""
 
 from __future__ import annotations
 
@@ -10,19 +10,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_dry_run_compares_every_estimator_at_every_length(tmp_path: Path, default_model_dir: str) -> None:
-    out = tmp_path / "long.md"
+def table_rows(script: str, args: list[str], out: Path) -> list[list[str]]:
+    """Run a bench script in a subprocess; the rows of the markdown table it wrote to `out`."""
     run = subprocess.run(
-        [sys.executable, "bench/long.py", "--dry-run", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, script, *args, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = [line.split(" | ") for line in out.read_text().splitlines()[2:]]
-    assert [(row[1], row[2]) for row in rows] == [("delete", e) for e in ("exact", "gradient", "refine")] * 2
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in out.read_text().splitlines()[2:]]
+
+
+def test_the_dry_run_compares_every_estimator_setting_at_every_length(tmp_path: Path, default_model_dir: str) -> None:
+    png = tmp_path / "long.png"
+    rows = table_rows("bench/long.py", ["--dry-run", "--verify", "2", "--plot", str(png)], tmp_path / "long.md")
+    settings = ["exact", "horizon W=32", "horizon W=128", "horizon W=32, m=2", "horizon W=128, m=2"]
+    assert [row[1] for row in rows] == [*settings, "refine budget=0.5", "gradient"] * 2
     assert len({row[0] for row in rows}) == 2  # two lengths
     for row in rows:
-        if row[2] != "exact":
-            assert float(row[6]) <= 1.0 and 0.0 <= float(row[7]) <= 1.0  # Spearman, top-3 overlap
+        if row[1] != "exact":
+            weight_pearson, drop_pearson = float(row[6]), float(row[8])
+            assert -1.0 <= weight_pearson <= 1.0 and -1.0 <= drop_pearson <= 1.0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_kernel_benchmark_reports_each_pass_at_each_length(tmp_path: Path, default_model_dir: str) -> None:
+    rows = table_rows("bench/kernel_speed.py", ["--lengths", "32", "64", "--repeats", "1"], tmp_path / "kernels.md")
+    passes = ["two plain causal forwards", "engine, row attention", "engine, dense mask"]
+    assert [row[1] for row in rows] == passes * 2
+    assert [row[0] for row in rows] == ["32"] * 3 + ["64"] * 3
+    assert [row[-1] for row in rows if row[1] != "engine, dense mask"] == ["0"] * 4  # row attention builds no mask
+    assert all(int(row[-1].replace(",", "")) > 0 for row in rows if row[1] == "engine, dense mask")

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from ccapo.agreement import agreement, drop_agreement, ranks, spearman, top_overlap
+from ccapo.agreement import agreement, drop_agreement, pearson, ranks, significant_recall, spearman, top_overlap
 from ccapo.cli import main
 from ccapo.faithfulness import InterventionFaithfulness, faithfulness_table
-from ccapo.result import SpanImportance, TraceImportance
+from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
 
 
 def test_ranks_share_ties():
@@ -34,11 +34,41 @@ def test_top_overlap():
     assert top_overlap([2.0, 1.0], [1.0, 2.0]) == 1.0  # two spans: the top 3 is all of them
 
 
+def test_significant_recall_counts_the_spans_that_matter():
+    exact = [3.0, -0.6, 0.2, 0.1, 0.4]  # S = {0, 1}: |drop| >= 0.5, either sign
+    assert significant_recall([2.0, -1.0, 0.0, 0.0, 0.0], exact) == 1.0
+    assert significant_recall([2.0, 0.1, 0.0, 0.0, 0.9], exact) == 0.5  # span 4 took span 1's place
+    assert significant_recall([0.0, 0.0, 5.0, 4.0, 0.0], exact) == 0.0
+    assert math.isnan(significant_recall([1.0, 2.0], [0.1, 0.2]))  # no span matters: the trace does not count
+
+
+def test_pearson_known_values():
+    assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert math.isnan(pearson([1, 1], [1, 2])) and math.isnan(pearson([1], [1]))
+
+
+def test_agreement_compares_recall_and_normalized_weights():
+    exact = [_result([3.0, 0.1, 0.0, 0.0]), _result([0.1, 0.2, 0.1, 0.0])]  # the second has no significant span
+    same = agreement("horizon", exact, exact)
+    assert same.recall == 1.0 and same.recall_traces == 1
+    assert same.drop_pearson == pytest.approx(1.0) and same.weight_pearson == pytest.approx(1.0)
+    assert same.weight_mad == 0.0
+    missed = agreement("horizon", [_result([0.1, 3.0, 0.0, 0.0]), _result([0.1, 0.2, 0.1, 0.0])], exact)
+    assert missed.recall == 0.0 and missed.weight_mad > 0 and missed.weight_pearson < 1.0
+
+
 def _result(drops: list[float], ok: bool = True) -> TraceImportance:
     spans = [SpanImportance(i, i + 1, i, i + 1, "x", "sentence", -1.0 - d, d, exact=False) for i, d in enumerate(drops)]
     n = len(drops)
     return TraceImportance(
-        status="ok" if ok else "unscorable", completion="x" * n, tokens=["x"] * n, token_weights=[1.0] * n, spans=spans
+        status="ok" if ok else "unscorable",
+        completion="x" * (n + 1),
+        tokens=["x"] * (n + 1),
+        token_weights=[1.0] * (n + 1),
+        spans=spans,
+        answer=AnswerRegion(n, n + 1, n, n + 1, "x", "####") if ok else None,
     )
 
 

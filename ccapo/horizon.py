@@ -1,0 +1,173 @@
+"""Windowed recomputation (`estimator="horizon"`): per span, recompute only what is near it and the answer.
+
+The exact engine recomputes every suffix token of a counterfactual. Here a row recomputes the span
+itself (pad), the `horizon_window` tokens after it, and the answer (from the state that predicts
+its first token); every other suffix token keeps its key and value from the base pass. A later
+token's text does not change under the intervention, so most of a span's effect reaches the answer
+through that text, which stays; what the stale keys and values miss is the span's effect on their
+hidden states. For `delete` the reused keys sit `span length` positions later than in the
+counterfactual: they are rotated back by that many positions (RoPE rotations compose exactly), only
+their content is stale. A row with nothing stale (a span within the window of the answer) is exact.
+
+Then `horizon_verify` spans per trace, those with the largest |estimated drop|, get exact drops from
+the exact engine, and only they and the rows with nothing stale carry `exact: True`.
+
+Rows run through row attention (`kernels.py`) in two segments: the window part sees the cached
+prefix and itself causally; the answer part also sees the stale middle and the whole window.
+Supported: `pad` and `delete` on models row attention supports (`row_attention_unsupported`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from ccapo.engine import Cancelled, EngineJob, JobScores, Progress, answer_logprobs
+from ccapo.interventions import WindowedBranch
+from ccapo.kernels import GEOMETRY_KWARG, RowGeometry, Segment, row_attention_for, row_attention_unsupported
+from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
+from ccapo.refine import Exact
+
+# Fed tokens per pass: rows are short (window + answer), so several share one.
+BATCH_TOKENS = 4096
+
+
+def horizon_unsupported(model: PreTrainedModel, job: EngineJob) -> str | None:
+    """Why the horizon estimator cannot score this job, or None when it can."""
+    if job.intervention == "attention":
+        return 'the horizon estimator supports the "pad" and "delete" interventions'
+    return row_attention_unsupported(model)
+
+
+def horizon_scores(
+    model: PreTrainedModel,
+    exact: Exact,
+    jobs: Sequence[EngineJob],
+    cancelled: Cancelled,
+    progress: Progress | None = None,
+) -> list[JobScores | None]:
+    """Every job's drops by windowed recomputation, then its `horizon_verify` largest made exact."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            results = [None if cancelled(i) else _estimate(model, job) for i, job in enumerate(jobs)]
+    finally:
+        model.train(was_training)
+    return _verify(exact, jobs, results, cancelled, progress)
+
+
+def _estimate(model: PreTrainedModel, job: EngineJob) -> JobScores:
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    ids = torch.tensor([job.ids], device=model.device)
+    out = decoder(input_ids=ids, use_cache=True)  # the model's own causal kernel
+    answer = job.ids[job.answer_start :]
+    base = answer_logprobs(head, softcap, out.last_hidden_state, [(0, job.answer_start, answer)])[0]
+    cache = [(layer.keys, layer.values) for layer in out.cache.layers]
+    del out
+    rows = job.windowed_branches()
+    kv = TokenCosts.of(model).kv
+    max_rows = max(1, int(MEMORY_SHARE * available_memory(model.device)) // 2 // (len(job.ids) * kv))
+    masked, fed = [], len(job.ids)
+    with row_attention_for(model):
+        for batch in _batches(rows, max_rows):
+            hidden = _row_pass(decoder, cache, batch)
+            answers = [(r, row.window + 1, answer) for r, row in enumerate(batch)]
+            masked += answer_logprobs(head, softcap, hidden, answers)
+            fed += sum(len(row.tokens) for row in batch)
+    return JobScores(base, masked, fed, [row.exact for row in rows])
+
+
+def _batches(rows: list[WindowedBranch], max_rows: int) -> list[list[WindowedBranch]]:
+    batches: list[list[WindowedBranch]] = [[]]
+    for row in rows:
+        batch = batches[-1]
+        width = max([len(row.tokens), *(len(r.tokens) for r in batch)])
+        if batch and (len(batch) == max_rows or (len(batch) + 1) * width > BATCH_TOKENS):
+            batches.append([])
+        batches[-1].append(row)
+    return batches
+
+
+def _row_pass(
+    decoder: torch.nn.Module, cache: list[tuple[torch.Tensor, torch.Tensor]], rows: list[WindowedBranch]
+) -> torch.Tensor:
+    """The rows' last hidden states: each over the base pass's prefix, its stale middle and itself."""
+    device = cache[0][0].device
+    n = len(rows)
+    past = max(row.prefix + row.stale[1] - row.stale[0] for row in rows)
+    width = max(len(row.tokens) for row in rows)
+    tokens = torch.zeros((n, width), dtype=torch.long, device=device)
+    positions = torch.zeros((n, width), dtype=torch.long, device=device)
+    for r, row in enumerate(rows):
+        tokens[r, : len(row.tokens)] = torch.tensor(row.tokens, device=device)
+        positions[r, : len(row.tokens)] = torch.tensor(row.positions, device=device)
+    rotations = [_rotation(decoder, cache[0][0], -row.shift) for row in rows]
+    layers = []
+    for keys, values in cache:
+        k = keys.new_zeros((n, keys.shape[1], past, keys.shape[3]))
+        v = values.new_zeros((n, values.shape[1], past, values.shape[3]))
+        for r, row in enumerate(rows):
+            (a, b), stale = row.stale, row.prefix + row.stale[1] - row.stale[0]
+            k[r, :, : row.prefix], v[r, :, : row.prefix] = keys[0, :, : row.prefix], values[0, :, : row.prefix]
+            k[r, :, row.prefix : stale] = _rotate(keys[0, :, a:b], *rotations[r])
+            v[r, :, row.prefix : stale] = values[0, :, a:b]
+        layers.append((k, v))
+    segments = []
+    for row in rows:
+        stale = row.prefix + row.stale[1] - row.stale[0]
+        window = Segment(0, row.window, [(0, row.prefix)], past)
+        answer = Segment(row.window, len(row.tokens), [(0, stale), (past, past + row.window)], past + row.window)
+        segments.append([window, answer] if row.window else [answer])
+    geometry = RowGeometry(segments, [None] * n)
+    kwargs = {"cache": DynamicCache(ddp_cache_data=layers), GEOMETRY_KWARG: geometry}
+    return decoder(input_ids=tokens, position_ids=positions, **kwargs).last_hidden_state
+
+
+def _rotation(decoder: torch.nn.Module, like: torch.Tensor, by: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos and sin for a move of `by` positions, shaped to multiply (heads, positions, dim) keys."""
+    cos, sin = decoder.rotary_emb(like, position_ids=torch.tensor([[by]], device=like.device))
+    if cos.shape[-1] != like.shape[-1]:
+        raise ValueError(f"the horizon estimator needs rotary embeddings over the whole head ({like.shape[-1]})")
+    return cos[0].to(like.dtype), sin[0].to(like.dtype)
+
+
+def _rotate(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = keys.shape[-1] // 2
+    turned = torch.cat([-keys[..., half:], keys[..., :half]], dim=-1)
+    return keys * cos + turned * sin
+
+
+def _verify(
+    exact: Exact,
+    jobs: Sequence[EngineJob],
+    results: list[JobScores | None],
+    cancelled: Cancelled,
+    progress: Progress | None,
+) -> list[JobScores | None]:
+    """Exact drops for each job's `horizon_verify` largest |estimated drop| spans not exact already."""
+    picks: list[list[int]] = []
+    for job, scores in zip(jobs, results, strict=True):
+        if scores is None:
+            picks.append([])
+            continue
+        flags = scores.exact or [False] * len(job.spans)
+        drops = [(abs(scores.base_logprob - m), k) for k, m in enumerate(scores.masked_logprobs) if not flags[k]]
+        picks.append([k for _, k in sorted(drops, reverse=True)[: job.horizon_verify]])
+    asked = [i for i, pick in enumerate(picks) if pick]
+    checks = [replace(jobs[i], spans=[jobs[i].spans[k] for k in picks[i]], estimator="exact") for i in asked]
+    verified = exact(checks, lambda k: cancelled(asked[k]), progress) if checks else []
+    for i, check in zip(asked, verified, strict=True):
+        scores = results[i]
+        if check is None or scores is None:
+            results[i] = None
+            continue
+        masked, flags = list(scores.masked_logprobs), list(scores.exact or [])
+        for k, value in zip(picks[i], check.masked_logprobs, strict=True):
+            masked[k], flags[k] = value, True
+        results[i] = JobScores(scores.base_logprob, masked, scores.forward_tokens + check.forward_tokens, flags)
+    return results
