@@ -37,8 +37,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2Config, Qw
 
 from ccapo import Scorer
 from ccapo.benchmark import run_benchmark
-from ccapo.engine import Engine, EngineJob
+from ccapo.engine import Engine
 from ccapo.gsm import gsm_traces
+from ccapo.jobs import EngineJob
 
 # The published Qwen2.5 configs, minus what a random init does not need.
 QWEN = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6)

@@ -25,7 +25,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ccapo.engine import Engine, EngineJob
+from ccapo.engine import Engine
+from ccapo.jobs import EngineJob
 from ccapo.memory import TokenCosts
 from ccapo.models import load_model
 

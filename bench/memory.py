@@ -18,8 +18,8 @@ import time
 import torch
 
 from ccapo import Scorer, ScoringConfig, Trace
-from ccapo.engine import EngineJob
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
+from ccapo.jobs import EngineJob
 
 
 def long_job(scorer: Scorer, config: ScoringConfig, tokens: int) -> EngineJob:

@@ -16,8 +16,8 @@ import torch
 
 from ccapo.agreement import Agreement, drop_agreement
 from ccapo.config import ScoringConfig
-from ccapo.engine import EngineJob, JobScores
 from ccapo.gsm import gsm_traces
+from ccapo.jobs import EngineJob, JobScores
 from ccapo.reference import reference_score
 from ccapo.scorer import Scorer
 

@@ -10,112 +10,23 @@ method this must agree with.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Literal, TypeVar, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ccapo.cancellation import stop_between_layers
-from ccapo.estimators import Estimator
-from ccapo.interventions import (
-    Branch,
-    Intervention,
-    WindowedBranch,
-    additive_mask,
-    branch,
-    visibility,
-    windowed_branch,
-)
+from ccapo.interventions import Branch, additive_mask, visibility
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress, never_cancelled
 from ccapo.kernels import GEOMETRY_KWARG, row_attention_for, row_attention_unsupported, row_geometry
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
-# Asked before every forward pass with a job's index: True drops that job's remaining rows (and, once every
-# job of a group says so, the pass in flight at its next decoder layer).
-Cancelled = Callable[[int], bool]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class EngineJob:
-    """One trace ready for scoring: `ids` = prompt + reasoning + answer, spans as positions in `ids`.
-
-    `estimator` says how its drops are estimated (`estimators.py`); the exact engine here takes
-    "exact" jobs, `Scorer.compute` routes the others.
-    """
-
-    ids: list[int]
-    answer_start: int
-    spans: list[tuple[int, int]]
-    intervention: Intervention
-    placeholder: int
-    estimator: Estimator = "exact"
-    refine_budget: float = 0.5  # "refine": share of the exact feed tokens it may spend
-    horizon_window: int = 256  # "horizon": tokens recomputed after each span
-    horizon_verify: int = 0  # "horizon": spans then made exact, largest estimated |drop| first
-
-    @property
-    def counterfactuals(self) -> int:
-        """Masked variants the engine scores for this job: one row per span."""
-        return len(self.spans)
-
-    @cached_property
-    def feed_tokens(self) -> int:
-        """Tokens scoring this job may feed through the model, known before any model work.
-
-        Exact: its base pass plus each row's recomputed suffix, exactly `JobScores.forward_tokens`
-        once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
-        share of the exact cost, but never less than one block of all spans costs (the least that
-        yields any drop, at most the exact cost); refine never exceeds it. Horizon: its base pass and
-        windowed rows, plus at most what its verified spans' exact pass costs (the longest rows).
-        A scheduler budgets work by this.
-        """
-        if self.estimator == "gradient":
-            return len(self.ids)
-        if self.estimator == "horizon":
-            return self.horizon_feed_tokens
-        exact = self.exact_feed_tokens
-        if self.estimator == "exact":
-            return exact
-        whole = [(min(s for s, _ in self.spans), max(e for _, e in self.spans))] if self.spans else []
-        return max(math.ceil(self.refine_budget * exact), replace(self, spans=whole).exact_feed_tokens)
-
-    @property
-    def horizon_feed_tokens(self) -> int:
-        windowed = len(self.ids) + sum(len(row.tokens) for row in self.windowed_branches())
-        longest = sorted((len(b.tokens) for b in self.branches()), reverse=True)[: self.horizon_verify]
-        return windowed + (len(self.ids) + sum(longest) if longest else 0)
-
-    @property
-    def exact_feed_tokens(self) -> int:
-        """What the exact estimator feeds for this job's spans."""
-        return len(self.ids) + sum(len(b.tokens) for b in self.branches())
-
-    def windowed_branches(self) -> list[WindowedBranch]:
-        """The horizon estimator's rows, one per span, under `horizon_window`."""
-        return [
-            windowed_branch(self.ids, self.answer_start, span, self.intervention, self.placeholder, self.horizon_window)
-            for span in self.spans
-        ]
-
-    def branches(self) -> list[Branch]:
-        """The counterfactual rows, one per span, as the engine feeds them."""
-        return [branch(self.ids, self.answer_start, span, self.intervention, self.placeholder) for span in self.spans]
-
-
-@dataclass(frozen=True)
-class JobScores:
-    base_logprob: float
-    masked_logprobs: list[float]
-    forward_tokens: int = 0  # tokens pushed through the model for this job
-    exact: list[bool] | None = None  # per span: its masked score was computed, not estimated (None: all were)
 
 
 @dataclass(frozen=True)
@@ -415,10 +326,6 @@ def answer_logprobs(
     token_lp = logits.gather(1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
     sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, segment, token_lp.double())
     return sums.tolist()
-
-
-def never_cancelled(job: int) -> bool:
-    return False
 
 
 def _buckets(

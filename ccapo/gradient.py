@@ -38,8 +38,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
-from ccapo.engine import Cancelled, EngineJob, JobScores, Progress
 from ccapo.interventions import additive_mask
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 
 MAX_BATCH_TOKENS = 4096  # padded tokens per forward + backward pass
 SAVED_ATTENTION_BYTES = 2 << 30  # attention probabilities kept for the backward pass before layers are recomputed

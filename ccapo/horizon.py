@@ -25,8 +25,9 @@ from dataclasses import replace
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from ccapo.engine import Cancelled, EngineJob, JobScores, Progress, answer_logprobs
+from ccapo.engine import answer_logprobs
 from ccapo.interventions import WindowedBranch
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 from ccapo.kernels import GEOMETRY_KWARG, RowGeometry, Segment, row_attention_for, row_attention_unsupported
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 from ccapo.refine import Exact

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from ccapo.engine import EngineJob, JobScores
 from ccapo.interventions import additive_mask, counterfactual, visibility
+from ccapo.jobs import EngineJob, JobScores
 
 
 @torch.inference_mode()

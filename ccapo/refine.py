@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from ccapo.engine import Cancelled, EngineJob, JobScores, Progress
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 
 Exact = Callable[[Sequence[EngineJob], Cancelled, Progress | None], list[JobScores | None]]
 

@@ -8,10 +8,10 @@ from functools import partial
 
 from transformers import PreTrainedModel
 
-from ccapo.engine import Cancelled, EngineJob, JobScores, Progress
 from ccapo.estimators import ESTIMATORS
 from ccapo.gradient import gradient_scores
 from ccapo.horizon import horizon_scores
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 from ccapo.refine import Exact, refine_scores
 
 

@@ -22,9 +22,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
-from ccapo.engine import Cancelled, Engine, EngineJob, JobScores, Progress, never_cancelled
+from ccapo.engine import Engine
 from ccapo.gradient import unsupported_reason as gradient_unsupported
 from ccapo.horizon import horizon_unsupported
+from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress, never_cancelled
 from ccapo.models import DEFAULT_MODEL, load_model
 from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance

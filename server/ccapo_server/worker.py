@@ -16,7 +16,7 @@ import math
 import time
 
 from ccapo import Scorer, TraceImportance
-from ccapo.engine import JobScores
+from ccapo.jobs import JobScores
 from ccapo_server.admission import Admission
 from ccapo_server.errors import ApiError
 from ccapo_server.metrics import Metrics

@@ -10,8 +10,9 @@ import torch
 
 from ccapo import Scorer, ScoringConfig
 from ccapo.cancellation import decoder_layers, stop_between_layers
-from ccapo.engine import Engine, EngineJob, JobScores
+from ccapo.engine import Engine
 from ccapo.gsm import gsm_traces
+from ccapo.jobs import EngineJob, JobScores
 
 TOLERANCE = 1e-4
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from ccapo import Scorer, ScoringConfig, Trace, engine
-from ccapo.engine import Engine, EngineJob
+from ccapo.engine import Engine
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
 from ccapo.interventions import INTERVENTIONS
+from ccapo.jobs import EngineJob
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
 from ccapo.reference import reference_score
 

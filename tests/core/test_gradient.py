@@ -18,10 +18,10 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from ccapo import Scorer, ScoringConfig, Trace, TraceError, reference
 from ccapo import gradient as gradient_module
-from ccapo.engine import EngineJob
 from ccapo.gradient import GradientUnsupportedError, gradient_scores
 from ccapo.gsm import gsm_traces
 from ccapo.interventions import INTERVENTIONS
+from ccapo.jobs import EngineJob
 
 # The reference takes its log-softmax in float32 (~1e-5 absolute on S): steps this wide keep that
 # rounding, divided by the step, small, and Richardson extrapolation cancels the O(STEP^2) error.

@@ -12,8 +12,8 @@ import pytest
 from result_compare import assert_close
 
 from ccapo import Scorer, ScoringConfig, Trace
-from ccapo.engine import EngineJob, JobScores
 from ccapo.gsm import gsm_traces
+from ccapo.jobs import EngineJob, JobScores
 from ccapo.reference import reference_score
 from ccapo.refine import Plan, groups, plan, refine_scores
 

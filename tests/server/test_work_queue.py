@@ -11,7 +11,7 @@ from ccapo_server.tickets import QueueItem, Ticket
 from ccapo_server.work_queue import WorkQueue
 
 from ccapo import PreparedTrace, ScoringConfig
-from ccapo.engine import EngineJob
+from ccapo.jobs import EngineJob
 
 BUDGET = 1000
 
