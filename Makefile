@@ -73,8 +73,10 @@ setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
 # more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
 test: lint test-main test-verl test-openrlhf
 
+# Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
+# worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
 test-main: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The framework tests start their scoring server with the main environment's Python (it has ccapo).
 test-verl: $(STAMP) $(VERL_STAMP)

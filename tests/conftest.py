@@ -24,8 +24,28 @@ from ccapo.models import ensure_default_model
 
 @pytest.hookimpl(trylast=True)  # after pytest groups the tests by their parametrized session fixtures
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `slow` run last, in their collected order: a failure in a fast test shows first."""
+    """Tests marked `slow` run last, in their collected order: a failure in a fast test shows first.
+
+    Under pytest-xdist (`--dist loadgroup`), tests that share state outside their process run on one
+    worker: the Ray tests share one local Ray instance, the testbed experiments one cache directory."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # a stable sort
+    for item in items:
+        if (group := _SHARED_OUTSIDE_THE_PROCESS.get(item.path.parent.name)) or (
+            group := _SHARED_OUTSIDE_THE_PROCESS.get(item.path.name)
+        ):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+_SHARED_OUTSIDE_THE_PROCESS = {"ray": "ray", "test_experiment.py": "testbed"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist: the controller converts the default model before the workers would race to
+    write it, and each worker computes on one thread, so the workers share the cores instead of fighting."""
+    if hasattr(config, "workerinput"):
+        torch.set_num_threads(1)
+    elif config.getoption("numprocesses", None):
+        ensure_default_model()
 
 
 @pytest.fixture(autouse=True)
