@@ -2,8 +2,7 @@
 
 A block is *held* when another test already runs what it shows: the line before its fence is an
 HTML comment naming those tests, `<!-- held by: tests/trainer/test_loop.py::test_x, ... -->`
-(invisible on the page), or, for the pages other people own, an entry in HELD_ELSEWHERE. A held
-block is not run again here; the tests it names must exist. Every other block runs (see
+(invisible on the page). A held block is not run again here; the tests it names must exist. Every other block runs (see
 test_doc_blocks.py). A command whose trailing comment says `needs: gpu` or `needs: hub` is skipped,
 and so is a python block whose first line says so.
 """
@@ -22,35 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NEEDS = re.compile(r"#.*\bneeds:\s*(gpu|hub)\b")
 _FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.M | re.S)
 _HELD_BY = re.compile(r"<!--\s*held by:\s*(.*?)\s*-->\s*$")
-
-# Blocks of pages whose text other people own (integrations.md, long-reasoning.md), held by these
-# tests, keyed by page and the start of the block's first line (their owners may move an entry into
-# a `held by` comment on the page). A block that is neither held nor runnable fails
-# test_a_block_runs_as_written, which says so.
-HELD_ELSEWHERE: dict[tuple[str, str], tuple[str, ...]] = {
-    ("docs/long-reasoning.md", "ccapo bench -n 4 --no-reference --segmenter sentence --estimator gradient"): (
-        "tests/core/test_agreement.py::test_bench_compares_an_estimator_with_exact",
-        "tests/core/test_agreement.py::test_faithfulness_compares_estimators_with_exact",
-    ),
-    ("docs/integrations.md", "pip install ./clients/python ./clients/adapters"): (
-        "tests/deploy/test_dockerfile.py::test_the_image_installs_every_part",
-    ),
-    ("docs/integrations.md", "from trl import GRPOConfig"): (
-        "tests/integrations/test_trl.py::test_two_training_steps",
-    ),
-    ("docs/integrations.md", "counterfactual = CounterfactualConfig("): (
-        "tests/integrations/test_counterfactual_config.py::test_defaults_and_the_sync_rule",
-        "tests/integrations/test_provider.py::test_policy_sync_settings_are_checked_at_construction",
-    ),
-    ("docs/integrations.md", "export CCAPO_SERVER_URL=http://scorer:8000"): (
-        "clients/adapters/tests/verl/test_recipe.py::test_the_recipe_runs_ccapos_sync_trainer_with_a_working_provider",
-        "clients/adapters/tests/verl/test_recipe.py::test_the_entry_point_imports",
-    ),
-    ("docs/integrations.md", "# On a node of the cluster"): (
-        "tests/ray/test_ray_serve.py::test_results_equal_the_library_over_http_and_the_handle",
-        "tests/ray/test_ray_cli.py::test_bad_ray_flags_exit_2_with_what_to_fix",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -92,16 +62,8 @@ def page_blocks(page: Path) -> list[Block]:
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         held = _HELD_BY.search(before)
         held_by = tuple(t.strip() for t in held.group(1).split(",")) if held else ()
-        held_by = held_by or _held_elsewhere(page, body)
         blocks.append(Block(page, line, lang, body, held_by))
     return blocks
-
-
-def _held_elsewhere(page: Path, body: str) -> tuple[str, ...]:
-    first_line = body.split("\n", 1)[0]
-    where = str(page.relative_to(ROOT))
-    held = (tests for (p, start), tests in HELD_ELSEWHERE.items() if p == where and first_line.startswith(start))
-    return next(held, ())
 
 
 def site_blocks() -> list[Block]:
