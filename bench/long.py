@@ -295,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for length, n, max_spans in zip(args.lengths, args.traces, spans, strict=True):
         rows += measure(scorer, build_traces(scorer, length, n, args.seed), setups, max_spans)
-    table, markdown = report(rows, args.per_trace)
+        table, markdown = report(rows, args.per_trace)
+        # after every length, so a long run that is stopped keeps the lengths it finished
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as out:
+                out.write(markdown)
+        if args.plot:
+            plot(rows, args.plot)
     Console(width=220).print(table)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as out:
-            out.write(markdown)
-    if args.plot:
-        plot(rows, args.plot)
     print(markdown)
     return 0
 

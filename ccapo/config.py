@@ -42,7 +42,7 @@ class ScoringConfig(BaseModel):
         'approximation of every drop from one forward and one backward pass; "refine": exact drops of coarse '
         "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`; "
         '"horizon": each span recomputes only `horizon_window` tokens after it and the answer, then the '
-        "`horizon_verify` largest estimated drops are made exact (pad and delete)",
+        "`horizon_verify` largest estimated drops are made exact",
     )
     refine_budget: float = Field(
         0.5,

@@ -7,14 +7,15 @@ token's text does not change under the intervention, so most of a span's effect 
 through that text, which stays; what the stale keys and values miss is the span's effect on their
 hidden states. For `delete` the reused keys sit `span length` positions later than in the
 counterfactual: they are rotated back by that many positions (RoPE rotations compose exactly), only
-their content is stale. A row with nothing stale (a span within the window of the answer) is exact.
+their content is stale. For `attention` nothing moves: the span stays cached and the recomputed
+queries do not see it. A row with nothing stale (a span within the window of the answer) is exact.
 
 Then `horizon_verify` spans per trace, those with the largest |estimated drop|, get exact drops from
 the exact engine, and only they and the rows with nothing stale carry `exact: True`.
 
 Rows run through row attention (`kernels.py`) in two segments: the window part sees the cached
 prefix and itself causally; the answer part also sees the stale middle and the whole window.
-Supported: `pad` and `delete` on models row attention supports (`row_attention_unsupported`).
+Supported: every intervention, on models row attention supports (`row_attention_unsupported`).
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ from ccapo.refine import Exact
 BATCH_TOKENS = 4096
 
 
-def horizon_unsupported(model: PreTrainedModel, job: EngineJob) -> str | None:
-    """Why the horizon estimator cannot score this job, or None when it can."""
-    if job.intervention == "attention":
-        return 'the horizon estimator supports the "pad" and "delete" interventions'
+def horizon_unsupported(model: PreTrainedModel) -> str | None:
+    """Why the horizon estimator cannot score on this model, or None when it can."""
     return row_attention_unsupported(model)
 
 
@@ -118,15 +117,25 @@ def _row_pass(
             k[r, :, row.prefix : stale] = _rotate(keys[0, :, a:b], *rotations[r])
             v[r, :, row.prefix : stale] = values[0, :, a:b]
         layers.append((k, v))
-    segments = []
-    for row in rows:
-        stale = row.prefix + row.stale[1] - row.stale[0]
-        window = Segment(0, row.window, [(0, row.prefix)], past)
-        answer = Segment(row.window, len(row.tokens), [(0, stale), (past, past + row.window)], past + row.window)
-        segments.append([window, answer] if row.window else [answer])
-    geometry = RowGeometry(segments, [None] * n)
+    geometry = RowGeometry([_segments(row, past) for row in rows], [None] * n)
     kwargs = {"cache": DynamicCache(ddp_cache_data=layers), GEOMETRY_KWARG: geometry}
     return decoder(input_ids=tokens, position_ids=positions, **kwargs).last_hidden_state
+
+
+def _segments(row: WindowedBranch, past: int) -> list[Segment]:
+    """The window sees the cached prefix; the answer part also the stale middle and the window. Under
+    `attention` neither sees the hidden span, except a first answer query that lies inside it."""
+    stale = row.prefix + row.stale[1] - row.stale[0]
+    h0, h1 = row.hidden or (0, 0)
+
+    def seen(end: int) -> list[tuple[int, int]]:  # cached columns [0, end) less the hidden span
+        return [(0, h0), (h1, end)] if h1 > h0 else [(0, end)]
+
+    window = [Segment(0, row.window, seen(row.prefix), past)] if row.window else []
+    if h1 > row.prefix:  # the span ends where the answer starts: its last token is the first query
+        first = Segment(0, 1, [(0, row.prefix)], past)
+        return [first, Segment(1, len(row.tokens), seen(row.prefix), past + 1)]
+    return [*window, Segment(row.window, len(row.tokens), [*seen(stale), (past, past + row.window)], past + row.window)]
 
 
 def _rotation(decoder: torch.nn.Module, like: torch.Tensor, by: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -89,7 +89,8 @@ class WindowedBranch:
     Counterfactual positions [0, prefix) keep the base pass's keys and values; so do positions
     [cut, answer_start - 1), taken from base positions `stale` (`shift` later: the span's length for
     `delete`), only with stale content. Fed: `tokens[:window]` at positions prefix .. cut - 1, then
-    the answer part from position answer_start - 1 on.
+    the answer part from position answer_start - 1 on. `hidden` (attention): the span's positions,
+    which no fed query after the span may see.
     """
 
     prefix: int
@@ -98,6 +99,7 @@ class WindowedBranch:
     tokens: list[int]
     positions: list[int]
     window: int
+    hidden: tuple[int, int] | None = None
 
     @property
     def exact(self) -> bool:
@@ -122,4 +124,5 @@ def windowed_branch(
     cut = max(b.prefix_len, min(b.prefix_len + changed + window, answer))
     tokens = b.tokens[: cut - b.prefix_len] + b.tokens[answer - b.prefix_len :]
     positions = [*range(b.prefix_len, cut), *range(answer, b.prefix_len + len(b.tokens))]
-    return WindowedBranch(b.prefix_len, (cut + shift, answer + shift), shift, tokens, positions, cut - b.prefix_len)
+    stale = (cut + shift, answer + shift)
+    return WindowedBranch(b.prefix_len, stale, shift, tokens, positions, cut - b.prefix_len, b.hidden)

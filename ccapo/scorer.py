@@ -320,7 +320,7 @@ class Scorer:
         )
         if config.estimator == "gradient" and (reason := gradient_unsupported(self.model, job)) is not None:
             raise TraceError(index, reason)
-        if config.estimator == "horizon" and (reason := horizon_unsupported(self.model, job)) is not None:
+        if config.estimator == "horizon" and (reason := horizon_unsupported(self.model)) is not None:
             raise TraceError(index, reason)
         return PreparedTrace(completion, tokens, answer, tuple(spans), job)
 

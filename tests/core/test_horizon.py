@@ -4,9 +4,11 @@ rotated position only), so the RoPE rotation of reused keys is held to 1e-4."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from tiny_models import TINY
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ccapo import Scorer, ScoringConfig
 from ccapo.gsm import gsm_traces
@@ -40,7 +42,7 @@ def assert_drops_equal(estimated, reference) -> None:
         assert e.masked_logprobs == pytest.approx(r.masked_logprobs, abs=TOLERANCE)
 
 
-@pytest.mark.parametrize("intervention", ["delete", "pad"])
+@pytest.mark.parametrize("intervention", ["delete", "pad", "attention"])
 def test_a_window_over_the_whole_suffix_is_the_exact_pass(model, tokenizer, intervention):
     jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 100_000)
     assert_drops_equal(estimated, reference)
@@ -48,7 +50,7 @@ def test_a_window_over_the_whole_suffix_is_the_exact_pass(model, tokenizer, inte
     assert all(s.forward_tokens == job.exact_feed_tokens for job, s in zip(jobs, estimated, strict=True))
 
 
-@pytest.mark.parametrize("intervention", ["delete", "pad"])
+@pytest.mark.parametrize("intervention", ["delete", "pad", "attention"])
 def test_stale_keys_of_a_one_layer_model_are_exact_once_rotated(tokenizer, intervention):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**TINY, "num_hidden_layers": 1})).eval()
     jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 0)
@@ -73,7 +75,21 @@ def test_verified_spans_carry_exact_drops(llama, tokenizer):
                 assert estimate == w.masked_logprobs[k]
 
 
-def test_the_attention_intervention_is_refused_when_prepared(llama, tokenizer):
-    config = ScoringConfig(intervention="attention", estimator="horizon", segmenter="sentence")
-    with pytest.raises(TraceError, match='"pad" and "delete"'):
-        Scorer(llama, tokenizer).prepare(gsm_traces(1, seed=5), config)
+def test_a_span_that_ends_where_the_answer_starts_is_exact_under_attention(model, tokenizer):
+    """Its last token is the row's first query, which still sees the span while the answer does not."""
+    scorer = Scorer(model, tokenizer)
+    config = ScoringConfig(intervention="attention", estimator="horizon", horizon_window=0, segmenter="sentence")
+    (prepared,) = scorer.prepare(gsm_traces(1, seed=5), config)
+    last = prepared.job.answer_start
+    job = replace(prepared.job, spans=[(last - 12, last - 6), (last - 6, last)])
+    (estimated,) = scorer.compute([job])
+    (reference,) = reference_score(scorer.model, [job])
+    assert estimated.exact == [False, True]
+    assert estimated.masked_logprobs[-1] == pytest.approx(reference.masked_logprobs[-1], abs=TOLERANCE)
+
+
+def test_a_model_row_attention_cannot_run_is_refused_when_prepared(tokenizer):
+    config = Qwen2Config(vocab_size=len(tokenizer), **{**TINY, "use_sliding_window": True, "sliding_window": 64})
+    scorer = Scorer(Qwen2ForCausalLM(config).eval(), tokenizer)
+    with pytest.raises(TraceError, match="sliding-window"):
+        scorer.prepare(gsm_traces(1, seed=5), ScoringConfig(estimator="horizon", segmenter="sentence"))
