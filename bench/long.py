@@ -8,8 +8,8 @@ Each trace chains gold gsm_symbolic solutions: the prompt asks all their questio
 of their answers; the completion solves them one after the other, a filler sentence planted among
 each solution's lines, and ends with the sum of the answers, so every problem's calculations feed
 the final answer and no filler can. Spans: the "sentence" segmenter, `--max-spans` per trace.
-Per length, every estimator setting (a knob value: horizon's window and verified spans, refine's
-budget) scores the same traces one at a time; reported per setting, averaged over traces (and per
+Per length, every estimator setting (a knob value: horizon's window, tail and verified spans,
+refine's budget) scores the same traces one at a time; reported per setting, averaged over traces (and per
 trace with --per-trace): wall seconds and tokens fed (cost, and speedup over exact), and agreement
 with exact (`ccapo.agreement`): significant-span recall, normalized token-weight Pearson and mean
 abs difference, drop Pearson, Spearman and top-5 overlap. `--plot` draws each estimator's cost
@@ -52,12 +52,18 @@ class Setting:
     """One estimator at one value of its knob."""
 
     estimator: str
-    knob: str  # e.g. "W=128, m=5"; "" for exact and gradient
+    knob: str  # e.g. "W=128, T=64, m=5"; "" for exact and gradient
     options: dict
 
     @property
     def label(self) -> str:
         return f"{self.estimator} {self.knob}".strip()
+
+    @property
+    def family(self) -> str:
+        """The plot's line: the estimator, with horizon's tail and verification (its window varies along it)."""
+        tail, verify = self.options.get("horizon_tail"), self.options.get("horizon_verify")
+        return self.estimator + (f" T={tail}" if tail else "") + (f" m={verify}" if verify else "")
 
 
 @dataclass(frozen=True)
@@ -106,13 +112,16 @@ def build_traces(scorer: Scorer, target_tokens: int, n: int, seed: int) -> list[
     return traces
 
 
-def settings(windows: list[int], verify: list[int], budgets: list[float], gradient: bool) -> list[Setting]:
+def settings(
+    windows: list[int], tails: list[int], verify: list[int], budgets: list[float], gradient: bool
+) -> list[Setting]:
     """exact first (the others are compared with it), then every knob value of each estimator."""
     found = [Setting("exact", "", {})]
-    found += [Setting("horizon", f"W={w}", {"horizon_window": w}) for w in windows]
-    found += [
-        Setting("horizon", f"W={w}, m={m}", {"horizon_window": w, "horizon_verify": m}) for w in windows for m in verify
-    ]
+    for m in [0, *verify]:
+        for t in tails:
+            knob = (f", T={t}" if t else "") + (f", m={m}" if m else "")
+            options = {"horizon_tail": t, "horizon_verify": m}
+            found += [Setting("horizon", f"W={w}{knob}", {"horizon_window": w, **options}) for w in windows]
     found += [Setting("refine", f"budget={b}", {"refine_budget": b}) for b in budgets]
     return found + ([Setting("gradient", "", {})] if gradient else [])
 
@@ -227,8 +236,7 @@ def plot(rows: list[Row], path: str) -> None:
         families: dict[str, list[Row]] = {}
         for row in at:
             if row.agreement is not None:
-                family = row.setting.estimator + (" + verify" if "m=" in row.setting.knob else "")
-                families.setdefault(family, []).append(row)
+                families.setdefault(row.setting.family, []).append(row)
         for family, members in families.items():
             x = [exact_seconds / sum(r.seconds) for r in members]
             for ax, measure in zip(axes[:, col], ("recall", "weight_pearson"), strict=True):
@@ -270,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", type=int, nargs="+", default=[4, 4], help="traces per length (one per length)")
     parser.add_argument("--max-spans", type=int, nargs="+", default=[40], help="per length, or one for all")
     parser.add_argument("--horizon-windows", type=int, nargs="*", default=[32, 128], help="horizon's W values")
-    parser.add_argument("--verify", type=int, nargs="*", default=[5], help="horizon's verified spans m (with each W)")
+    parser.add_argument("--horizon-tails", type=int, nargs="+", default=[0], help="horizon's tail T values (each W)")
+    parser.add_argument("--verify", type=int, nargs="*", default=[5], help="horizon's verified spans m (each W, T)")
     parser.add_argument("--refine-budgets", type=float, nargs="*", default=[0.5])
     parser.add_argument("--no-gradient", action="store_true", help="leave the gradient estimator out")
     parser.add_argument("--seed", type=int, default=0)
@@ -291,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scorer = tiny_scorer() if args.dry_run else Scorer.from_pretrained(args.model)
     console.log(f"{scorer.model_id} on {scorer.model.device}, {torch.get_num_threads()} threads")
-    setups = settings(args.horizon_windows, args.verify, args.refine_budgets, not args.no_gradient)
+    setups = settings(args.horizon_windows, args.horizon_tails, args.verify, args.refine_budgets, not args.no_gradient)
     rows = []
     for length, n, max_spans in zip(args.lengths, args.traces, spans, strict=True):
         rows += measure(scorer, build_traces(scorer, length, n, args.seed), setups, max_spans)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ccapo.estimators import Estimator
+from ccapo.estimators import DEPRECATED_ESTIMATORS, Estimator
 from ccapo.interventions import Intervention
 from ccapo.spans import SegmenterName
 from ccapo.weights import WeightConfig
@@ -38,11 +39,11 @@ class ScoringConfig(BaseModel):
     placeholder: int | str | None = Field(None, description='"pad" intervention: replacement token (id or text)')
     estimator: Estimator = Field(
         "exact",
-        description='"exact" (the default): one counterfactual pass per span; "gradient": a first-order '
-        'approximation of every drop from one forward and one backward pass; "refine": exact drops of coarse '
-        "blocks, then exact drops of the spans inside the highest-drop blocks within `refine_budget`; "
-        '"horizon": each span recomputes only `horizon_window` tokens after it and the answer, then the '
-        "`horizon_verify` largest estimated drops are made exact",
+        description='"exact" (the default): one counterfactual pass per span; "horizon": each span recomputes '
+        "only `horizon_window` tokens after it and the answer, then the `horizon_verify` largest estimated "
+        'drops are made exact; deprecated (slower than horizon and further from exact): "gradient", a '
+        'first-order approximation of every drop from one forward and one backward pass, and "refine", exact '
+        "drops of coarse blocks, then of the spans inside the highest-drop blocks within `refine_budget`",
     )
     refine_budget: float = Field(
         0.5,
@@ -54,6 +55,12 @@ class ScoringConfig(BaseModel):
     horizon_window: int = Field(
         256, ge=0, description='"horizon": suffix tokens recomputed after each span; the rest keep their base-pass KV'
     )
+    horizon_tail: int = Field(
+        0,
+        ge=0,
+        description='"horizon": tokens right before the answer recomputed too, so the answer reads states that '
+        "saw the intervention",
+    )
     horizon_verify: int = Field(
         0, ge=0, description='"horizon": spans per trace then scored exactly, largest estimated |drop| first'
     )
@@ -64,5 +71,16 @@ class ScoringConfig(BaseModel):
         if self.min_span_tokens > self.max_span_tokens:
             raise ValueError(
                 f"min_span_tokens ({self.min_span_tokens}) exceeds max_span_tokens ({self.max_span_tokens})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deprecated_estimator(self) -> ScoringConfig:
+        if self.estimator in DEPRECATED_ESTIMATORS:
+            warnings.warn(
+                f'estimator "{self.estimator}" is deprecated and stops loading in the next release: "horizon" is '
+                "faster and closer to exact on long traces (see the long reasoning page of the docs)",
+                FutureWarning,
+                stacklevel=2,
             )
         return self

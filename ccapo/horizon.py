@@ -1,20 +1,23 @@
 """Windowed recomputation (`estimator="horizon"`): per span, recompute only what is near it and the answer.
 
 The exact engine recomputes every suffix token of a counterfactual. Here a row recomputes the span
-itself (pad), the `horizon_window` tokens after it, and the answer (from the state that predicts
-its first token); every other suffix token keeps its key and value from the base pass. A later
-token's text does not change under the intervention, so most of a span's effect reaches the answer
-through that text, which stays; what the stale keys and values miss is the span's effect on their
-hidden states. For `delete` the reused keys sit `span length` positions later than in the
+itself (pad), the `horizon_window` tokens after it, the `horizon_tail` tokens before the answer, and
+the answer (from the state that predicts its first token); every other suffix token keeps its key
+and value from the base pass. A later token's text does not change under the intervention, so most
+of a span's effect reaches the answer through that text, which stays; what the stale keys and values
+miss is the span's effect on their hidden states. The tail matters most among them: the answer
+attends most to the text right before it, and recomputed there that text sees the intervention
+directly. For `delete` the reused keys sit `span length` positions later than in the
 counterfactual: they are rotated back by that many positions (RoPE rotations compose exactly), only
 their content is stale. For `attention` nothing moves: the span stays cached and the recomputed
 queries do not see it. A row with nothing stale (a span within the window of the answer) is exact.
 
-Then `horizon_verify` spans per trace, those with the largest |estimated drop|, get exact drops from
-the exact engine, and only they and the rows with nothing stale carry `exact: True`.
+Then `horizon_verify` spans per trace, those with the largest |estimated drop|, get exact drops: their
+whole suffixes are recomputed over the same base pass, and only they and the rows with nothing
+stale carry `exact: True`.
 
 Rows run through row attention (`kernels.py`) in two segments: the window part sees the cached
-prefix and itself causally; the answer part also sees the stale middle and the whole window.
+prefix and itself causally; the tail and answer part also sees the stale middle and the whole window.
 Supported: every intervention, on models row attention supports (`row_attention_unsupported`).
 """
 
@@ -31,7 +34,6 @@ from ccapo.interventions import WindowedBranch
 from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 from ccapo.kernels import GEOMETRY_KWARG, RowGeometry, Segment, row_attention_for, row_attention_unsupported
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
-from ccapo.refine import Exact
 
 # Fed tokens per pass: rows are short (window + answer), so several share one.
 BATCH_TOKENS = 4096
@@ -44,7 +46,6 @@ def horizon_unsupported(model: PreTrainedModel) -> str | None:
 
 def horizon_scores(
     model: PreTrainedModel,
-    exact: Exact,
     jobs: Sequence[EngineJob],
     cancelled: Cancelled,
     progress: Progress | None = None,
@@ -52,15 +53,21 @@ def horizon_scores(
     """Every job's drops by windowed recomputation, then its `horizon_verify` largest made exact."""
     was_training = model.training
     model.eval()
+    results: list[JobScores | None] = []
     try:
         with torch.inference_mode():
-            results = [None if cancelled(i) else _estimate(model, job) for i, job in enumerate(jobs)]
+            for i, job in enumerate(jobs):
+                results.append(None if cancelled(i) else _estimate(model, job))
+                if progress is not None:
+                    progress(i + 1, len(jobs))
     finally:
         model.train(was_training)
-    return _verify(exact, jobs, results, cancelled, progress)
+    return results
 
 
 def _estimate(model: PreTrainedModel, job: EngineJob) -> JobScores:
+    """One base pass, its keys and values shared by the windowed rows and then by the verified spans'
+    whole suffixes (a window past the answer leaves nothing stale: the exact row)."""
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     ids = torch.tensor([job.ids], device=model.device)
@@ -69,25 +76,35 @@ def _estimate(model: PreTrainedModel, job: EngineJob) -> JobScores:
     base = answer_logprobs(head, softcap, out.last_hidden_state, [(0, job.answer_start, answer)])[0]
     cache = [(layer.keys, layer.values) for layer in out.cache.layers]
     del out
-    rows = job.windowed_branches()
     kv = TokenCosts.of(model).kv
     max_rows = max(1, int(MEMORY_SHARE * available_memory(model.device)) // 2 // (len(job.ids) * kv))
-    masked, fed = [], len(job.ids)
-    with row_attention_for(model):
-        for batch in _batches(rows, max_rows):
-            hidden = _row_pass(decoder, cache, batch)
-            answers = [(r, row.window + 1, answer) for r, row in enumerate(batch)]
-            masked += answer_logprobs(head, softcap, hidden, answers)
-            fed += sum(len(row.tokens) for row in batch)
-    return JobScores(base, masked, fed, [row.exact for row in rows])
+
+    def logprobs(rows: list[WindowedBranch]) -> list[float]:
+        found = []
+        with row_attention_for(model):
+            for batch in _batches(rows, max_rows):
+                hidden = _row_pass(decoder, cache, batch)
+                starts = [(r, len(row.tokens) - len(answer), answer) for r, row in enumerate(batch)]
+                found += answer_logprobs(head, softcap, hidden, starts)
+        return found
+
+    rows = job.windowed_branches()
+    masked, exact = logprobs(rows), [row.exact for row in rows]
+    fed = len(job.ids) + sum(len(row.tokens) for row in rows)
+    estimated = sorted(((abs(base - m), k) for k, m in enumerate(masked) if not exact[k]), reverse=True)
+    picks = [k for _, k in estimated[: job.horizon_verify]]
+    whole = [replace(job, spans=[job.spans[k]], horizon_window=len(job.ids)).windowed_branches()[0] for k in picks]
+    for k, value in zip(picks, logprobs(whole), strict=True):
+        masked[k], exact[k] = value, True
+    return JobScores(base, masked, fed + sum(len(row.tokens) for row in whole), exact)
 
 
 def _batches(rows: list[WindowedBranch], max_rows: int) -> list[list[WindowedBranch]]:
-    batches: list[list[WindowedBranch]] = [[]]
+    batches: list[list[WindowedBranch]] = []
     for row in rows:
-        batch = batches[-1]
+        batch = batches[-1] if batches else []
         width = max([len(row.tokens), *(len(r.tokens) for r in batch)])
-        if batch and (len(batch) == max_rows or (len(batch) + 1) * width > BATCH_TOKENS):
+        if not batch or len(batch) == max_rows or (len(batch) + 1) * width > BATCH_TOKENS:
             batches.append([])
         batches[-1].append(row)
     return batches
@@ -150,34 +167,3 @@ def _rotate(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = keys.shape[-1] // 2
     turned = torch.cat([-keys[..., half:], keys[..., :half]], dim=-1)
     return keys * cos + turned * sin
-
-
-def _verify(
-    exact: Exact,
-    jobs: Sequence[EngineJob],
-    results: list[JobScores | None],
-    cancelled: Cancelled,
-    progress: Progress | None,
-) -> list[JobScores | None]:
-    """Exact drops for each job's `horizon_verify` largest |estimated drop| spans not exact already."""
-    picks: list[list[int]] = []
-    for job, scores in zip(jobs, results, strict=True):
-        if scores is None:
-            picks.append([])
-            continue
-        flags = scores.exact or [False] * len(job.spans)
-        drops = [(abs(scores.base_logprob - m), k) for k, m in enumerate(scores.masked_logprobs) if not flags[k]]
-        picks.append([k for _, k in sorted(drops, reverse=True)[: job.horizon_verify]])
-    asked = [i for i, pick in enumerate(picks) if pick]
-    checks = [replace(jobs[i], spans=[jobs[i].spans[k] for k in picks[i]], estimator="exact") for i in asked]
-    verified = exact(checks, lambda k: cancelled(asked[k]), progress) if checks else []
-    for i, check in zip(asked, verified, strict=True):
-        scores = results[i]
-        if check is None or scores is None:
-            results[i] = None
-            continue
-        masked, flags = list(scores.masked_logprobs), list(scores.exact or [])
-        for k, value in zip(picks[i], check.masked_logprobs, strict=True):
-            masked[k], flags[k] = value, True
-        results[i] = JobScores(scores.base_logprob, masked, scores.forward_tokens + check.forward_tokens, flags)
-    return results

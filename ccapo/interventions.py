@@ -87,9 +87,10 @@ class WindowedBranch:
     """A branch that recomputes only a window after its span and the answer (the horizon estimator).
 
     Counterfactual positions [0, prefix) keep the base pass's keys and values; so do positions
-    [cut, answer_start - 1), taken from base positions `stale` (`shift` later: the span's length for
-    `delete`), only with stale content. Fed: `tokens[:window]` at positions prefix .. cut - 1, then
-    the answer part from position answer_start - 1 on. `hidden` (attention): the span's positions,
+    [cut, resume), taken from base positions `stale` (`shift` later: the span's length for `delete`),
+    only with stale content. Fed: `tokens[:window]` at positions prefix .. cut - 1, then the tail and
+    the answer from position resume on (resume <= answer_start - 1, the state that predicts the
+    first answer token). `hidden` (attention): the span's positions,
     which no fed query after the span may see.
     """
 
@@ -114,15 +115,18 @@ def windowed_branch(
     intervention: Intervention,
     placeholder: int,
     window: int,
+    tail: int = 0,
 ) -> WindowedBranch:
-    """`branch`, recomputing the span (pad), `window` tokens after it and the answer only."""
+    """`branch`, recomputing only the span (pad), `window` tokens after it, `tail` tokens before the
+    answer and the answer."""
     b = branch(ids, answer_start, span, intervention, placeholder)
     start, end = span
     shift = end - start if intervention == "delete" else 0
     changed = end - start if intervention == "pad" else 0  # the placeholders are recomputed
     answer = b.answer_start - 1  # the state that predicts the first answer token
     cut = max(b.prefix_len, min(b.prefix_len + changed + window, answer))
-    tokens = b.tokens[: cut - b.prefix_len] + b.tokens[answer - b.prefix_len :]
-    positions = [*range(b.prefix_len, cut), *range(answer, b.prefix_len + len(b.tokens))]
-    stale = (cut + shift, answer + shift)
+    resume = max(cut, answer - tail)
+    tokens = b.tokens[: cut - b.prefix_len] + b.tokens[resume - b.prefix_len :]
+    positions = [*range(b.prefix_len, cut), *range(resume, b.prefix_len + len(b.tokens))]
+    stale = (cut + shift, resume + shift)
     return WindowedBranch(b.prefix_len, stale, shift, tokens, positions, cut - b.prefix_len, b.hidden)

@@ -36,6 +36,7 @@ class EngineJob:
     estimator: Estimator = "exact"
     refine_budget: float = 0.5  # "refine": share of the exact feed tokens it may spend
     horizon_window: int = 256  # "horizon": tokens recomputed after each span
+    horizon_tail: int = 0  # "horizon": tokens recomputed before the answer
     horizon_verify: int = 0  # "horizon": spans then made exact, largest estimated |drop| first
 
     @property
@@ -51,7 +52,7 @@ class EngineJob:
         once scored. Gradient: its one pass (the backward feeds no tokens). Refine: its budget's
         share of the exact cost, but never less than one block of all spans costs (the least that
         yields any drop, at most the exact cost); refine never exceeds it. Horizon: its base pass and
-        windowed rows, plus at most what its verified spans' exact pass costs (the longest rows).
+        windowed rows, plus at most its verified spans' whole suffixes (the longest rows).
         A scheduler budgets work by this.
         """
         if self.estimator == "gradient":
@@ -68,7 +69,7 @@ class EngineJob:
     def horizon_feed_tokens(self) -> int:
         windowed = len(self.ids) + sum(len(row.tokens) for row in self.windowed_branches())
         longest = sorted((len(b.tokens) for b in self.branches()), reverse=True)[: self.horizon_verify]
-        return windowed + (len(self.ids) + sum(longest) if longest else 0)
+        return windowed + sum(longest)
 
     @property
     def exact_feed_tokens(self) -> int:
@@ -76,11 +77,9 @@ class EngineJob:
         return len(self.ids) + sum(len(b.tokens) for b in self.branches())
 
     def windowed_branches(self) -> list[WindowedBranch]:
-        """The horizon estimator's rows, one per span, under `horizon_window`."""
-        return [
-            windowed_branch(self.ids, self.answer_start, span, self.intervention, self.placeholder, self.horizon_window)
-            for span in self.spans
-        ]
+        """The horizon estimator's rows, one per span, under `horizon_window` and `horizon_tail`."""
+        knobs = (self.intervention, self.placeholder, self.horizon_window, self.horizon_tail)
+        return [windowed_branch(self.ids, self.answer_start, span, *knobs) for span in self.spans]
 
     def branches(self) -> list[Branch]:
         """The counterfactual rows, one per span, as the engine feeds them."""

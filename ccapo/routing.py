@@ -1,5 +1,5 @@
 """Prepared jobs to their estimators: exact ones to the exact runner, the others to `gradient.py`,
-`refine.py` and `horizon.py` (both build on the exact runner), results back in the jobs' order."""
+`refine.py` (which builds on the exact runner) and `horizon.py`, results back in the jobs' order."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def estimate(
         "exact": exact,
         "gradient": partial(gradient_scores, model),
         "refine": partial(refine_scores, exact),
-        "horizon": partial(horizon_scores, model, exact),
+        "horizon": partial(horizon_scores, model),
     }
     results: list[JobScores | None] = [None] * len(jobs)
     done = 0

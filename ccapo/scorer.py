@@ -316,6 +316,7 @@ class Scorer:
             estimator=config.estimator,
             refine_budget=config.refine_budget,
             horizon_window=config.horizon_window,
+            horizon_tail=config.horizon_tail,
             horizon_verify=config.horizon_verify,
         )
         if config.estimator == "gradient" and (reason := gradient_unsupported(self.model, job)) is not None:

@@ -21,8 +21,11 @@ def table_rows(script: str, args: list[str], out: Path) -> list[list[str]]:
 
 def test_the_dry_run_compares_every_estimator_setting_at_every_length(tmp_path: Path, default_model_dir: str) -> None:
     png = tmp_path / "long.png"
-    rows = table_rows("bench/long.py", ["--dry-run", "--verify", "2", "--plot", str(png)], tmp_path / "long.md")
-    settings = ["exact", "horizon W=32", "horizon W=128", "horizon W=32, m=2", "horizon W=128, m=2"]
+    args = ["--dry-run", "--horizon-tails", "0", "16", "--verify", "2", "--plot", str(png)]
+    rows = table_rows("bench/long.py", args, tmp_path / "long.md")
+    windows = ["W=32", "W=128"]
+    knobs = [*windows, *(f"{w}, T=16" for w in windows), *(f"{w}, m=2" for w in windows)]
+    settings = ["exact", *(f"horizon {k}" for k in knobs), *(f"horizon {w}, T=16, m=2" for w in windows)]
     assert [row[1] for row in rows] == [*settings, "refine budget=0.5", "gradient"] * 2
     assert len({row[0] for row in rows}) == 2  # two lengths
     for row in rows:

@@ -105,14 +105,14 @@ def test_faithfulness_table_shows_the_comparison():
 
 
 def test_bench_compares_an_estimator_with_exact(tiny_model_dir, capsys):
-    args = ["bench", "-n", "2", "--no-reference", "--estimator", "gradient", "--model", tiny_model_dir]
+    args = ["bench", "-n", "2", "--no-reference", "--estimator", "horizon", "--model", tiny_model_dir]
     assert main([*args, "--segmenter", "sentence"]) == 0
     out = capsys.readouterr().out
-    assert "gradient against the exact engine" in out and "Spearman" in out and "top-3 overlap" in out
+    assert "horizon against the exact engine" in out and "Spearman" in out and "top-3 overlap" in out
 
 
 def test_faithfulness_compares_estimators_with_exact(tiny_model_dir, capsys):
     args = ["faithfulness", "-n", "2", "--interventions", "delete", "--model", tiny_model_dir]
-    assert main([*args, "--estimators", "gradient", "refine"]) == 0
+    assert main([*args, "--estimators", "horizon", "refine"]) == 0
     out = capsys.readouterr().out
-    assert "gradient" in out and "refine" in out and "Spearman vs exact" in out
+    assert "horizon" in out and "refine" in out and "Spearman vs exact" in out

@@ -18,7 +18,7 @@ from ccapo.scorer import TraceError
 TOLERANCE = 1e-4
 
 
-def horizon_against_reference(scorer: Scorer, intervention: str, window: int, verify: int = 0):
+def horizon_against_reference(scorer: Scorer, intervention: str, window: int, verify: int = 0, tail: int = 0):
     config = ScoringConfig(
         intervention=intervention,
         segmenter="window",
@@ -27,6 +27,7 @@ def horizon_against_reference(scorer: Scorer, intervention: str, window: int, ve
         estimator="horizon",
         horizon_window=window,
         horizon_verify=verify,
+        horizon_tail=tail,
     )
     jobs = [p.job for p in scorer.prepare(gsm_traces(2, seed=5), config) if p.job is not None]
     assert all(len(job.spans) >= 3 for job in jobs)
@@ -43,17 +44,20 @@ def assert_drops_equal(estimated, reference) -> None:
 
 
 @pytest.mark.parametrize("intervention", ["delete", "pad", "attention"])
-def test_a_window_over_the_whole_suffix_is_the_exact_pass(model, tokenizer, intervention):
-    jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 100_000)
+@pytest.mark.parametrize(("window", "tail"), [(100_000, 0), (0, 100_000)], ids=["window", "tail"])
+def test_a_window_or_tail_over_the_whole_suffix_is_the_exact_pass(model, tokenizer, intervention, window, tail):
+    scorer = Scorer(model, tokenizer)
+    jobs, estimated, reference = horizon_against_reference(scorer, intervention, window, tail=tail)
     assert_drops_equal(estimated, reference)
     assert all(all(s.exact) for s in estimated)
     assert all(s.forward_tokens == job.exact_feed_tokens for job, s in zip(jobs, estimated, strict=True))
 
 
 @pytest.mark.parametrize("intervention", ["delete", "pad", "attention"])
-def test_stale_keys_of_a_one_layer_model_are_exact_once_rotated(tokenizer, intervention):
+@pytest.mark.parametrize("tail", [0, 5])
+def test_stale_keys_of_a_one_layer_model_are_exact_once_rotated(tokenizer, intervention, tail):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**TINY, "num_hidden_layers": 1})).eval()
-    jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 0)
+    jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 0, tail=tail)
     assert_drops_equal(estimated, reference)
     assert not all(all(s.exact) for s in estimated)  # rows reused stale keys, and were not flagged exact
     assert all(s.forward_tokens < job.exact_feed_tokens for job, s in zip(jobs, estimated, strict=True))

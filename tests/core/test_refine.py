@@ -251,3 +251,9 @@ def test_server_scores_refine_like_the_library(server_url, tiny_model_dir):
     local = Scorer.from_pretrained(tiny_model_dir).score(traces, config)
     assert_close(response.json()["results"], [r.to_dict() for r in local])
     assert any(not s["exact"] for r in response.json()["results"] for s in r["spans"])
+
+
+@pytest.mark.parametrize("estimator", ["refine", "gradient"])
+def test_the_estimators_horizon_replaces_load_with_a_future_warning(estimator):
+    with pytest.warns(FutureWarning, match=f'estimator "{estimator}" is deprecated'):
+        ScoringConfig(estimator=estimator)
