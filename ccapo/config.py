@@ -40,10 +40,11 @@ class ScoringConfig(BaseModel):
     estimator: Estimator = Field(
         "exact",
         description='"exact" (the default): one counterfactual pass per span; "horizon": each span recomputes '
-        "only `horizon_window` tokens after it and the answer, then the `horizon_verify` largest estimated "
-        'drops are made exact; deprecated (slower than horizon and further from exact): "gradient", a '
-        'first-order approximation of every drop from one forward and one backward pass, and "refine", exact '
-        "drops of coarse blocks, then of the spans inside the highest-drop blocks within `refine_budget`",
+        "only `horizon_window` tokens after it, `horizon_tail` before the answer and the answer, then the "
+        "`horizon_verify` largest estimated drops are made exact; deprecated (slower than horizon and further "
+        'from exact): "gradient", a first-order approximation of every drop from one forward and one backward '
+        'pass, and "refine", exact drops of coarse blocks, then of the spans inside the highest-drop blocks '
+        "within `refine_budget`",
     )
     refine_budget: float = Field(
         0.5,

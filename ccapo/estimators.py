@@ -5,9 +5,9 @@
   backward pass (`gradient.py`);
 - refine (deprecated): exact drops of coarse blocks of spans, then exact drops of the spans inside
   the highest-drop blocks under a budget (`refine.py`); the other spans share their block's drop;
-- horizon: each span's counterfactual recomputes only the tokens within a window after it and the
-  answer, the rest keep their base-pass keys and values (`horizon.py`); optionally the spans with
-  the largest estimated drops are then made exact.
+- horizon: each span's counterfactual recomputes only the tokens within a window after it, a tail
+  before the answer and the answer, the rest keep their base-pass keys and values (`horizon.py`);
+  optionally the spans with the largest estimated drops are then made exact.
 """
 
 from __future__ import annotations
