@@ -5,12 +5,12 @@ itself (pad), the `horizon_window` tokens after it, the `horizon_tail` tokens be
 the answer (from the state that predicts its first token); every other suffix token keeps its key
 and value from the base pass. A later token's text does not change under the intervention, so most
 of a span's effect reaches the answer through that text, which stays; what the stale keys and values
-miss is the span's effect on their hidden states. The tail matters most among them: the answer
-attends most to the text right before it, and recomputed there that text sees the intervention
-directly. For `delete` the reused keys sit `span length` positions later than in the
-counterfactual: they are rotated back by that many positions (RoPE rotations compose exactly), only
-their content is stale. For `attention` nothing moves: the span stays cached and the recomputed
-queries do not see it. A row with nothing stale (a span within the window of the answer) is exact.
+miss is the span's effect on their hidden states. Recomputed, the tail sees the intervention
+directly; on long traces it narrows that miss only in bulk (docs/long-reasoning.md). For
+`delete` the reused keys sit `span length` positions later than in the counterfactual: they are
+rotated back by that many positions (RoPE rotations compose exactly), only their content is stale.
+For `attention` nothing moves: the span stays cached and the recomputed queries do not see it. A
+row with nothing stale (a span within the window of the answer) is exact.
 
 Then `horizon_verify` spans per trace, those with the largest |estimated drop|, get exact drops: their
 whole suffixes are recomputed over the same base pass, and only they and the rows with nothing
@@ -24,13 +24,12 @@ Supported: every intervention, on models row attention supports (`row_attention_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ccapo.engine import answer_logprobs
-from ccapo.interventions import WindowedBranch
+from ccapo.interventions import WindowedBranch, windowed_branch
 from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress
 from ccapo.kernels import GEOMETRY_KWARG, RowGeometry, Segment, row_attention_for, row_attention_unsupported
 from ccapo.memory import MEMORY_SHARE, TokenCosts, available_memory
@@ -93,7 +92,8 @@ def _estimate(model: PreTrainedModel, job: EngineJob) -> JobScores:
     fed = len(job.ids) + sum(len(row.tokens) for row in rows)
     estimated = sorted(((abs(base - m), k) for k, m in enumerate(masked) if not exact[k]), reverse=True)
     picks = [k for _, k in estimated[: job.horizon_verify]]
-    whole = [replace(job, spans=[job.spans[k]], horizon_window=len(job.ids)).windowed_branches()[0] for k in picks]
+    knobs = (job.intervention, job.placeholder, len(job.ids))  # a window past the answer: the exact row
+    whole = [windowed_branch(job.ids, job.answer_start, job.spans[k], *knobs) for k in picks]
     for k, value in zip(picks, logprobs(whole), strict=True):
         masked[k], exact[k] = value, True
     return JobScores(base, masked, fed + sum(len(row.tokens) for row in whole), exact)
