@@ -34,16 +34,28 @@ console = Console(stderr=True)
 COLUMNS = ("tokens", "pass", "seconds", "tokens/s", "vs two plain forwards", "mask bytes per pass")
 
 
-def best_of(repeats: int, runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work: CUDA returns before its kernels finish, so a timed region
+    without this at both ends measures launches, not work."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_of(
+    repeats: int, runs: dict[str, Callable[[], object]], device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Each run's fastest of `repeats` timings after one warm-up, the runs taking turns in every
-    round so that a load that changes during the benchmark reaches them all alike."""
+    round so that a load that changes during the benchmark reaches them all alike; on CUDA each
+    timing starts and ends with the device drained."""
     for run in runs.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            synchronize(device)
             start = time.perf_counter()
             run()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in times.items()}
 
@@ -65,7 +77,7 @@ def measure(model, length: int, repeats: int) -> list[list[str]]:
         "engine, row attention": lambda: rows_engine.score([job]),
         "engine, dense mask": lambda: dense_engine.score([job]),
     }
-    seconds = best_of(repeats, runs)
+    seconds = best_of(repeats, runs, model.device)
     baseline, fed = seconds["two plain causal forwards"], job.exact_feed_tokens
     mask_bytes = {"engine, dense mask": (length - 1) * length * TokenCosts.of(model).mask_element}
     rows = []

@@ -20,6 +20,7 @@ from ccapo.gsm import gsm_traces
 from ccapo.jobs import EngineJob, JobScores
 from ccapo.reference import reference_score
 from ccapo.scorer import Scorer
+from ccapo.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def plain_forward_throughput(scorer: Scorer, rows: int, width: int, repeats: int
     with torch.inference_mode():
         model(input_ids=ids[:, :8])  # warm-up
         for _ in range(repeats):
+            _sync(model.device)
             start = time.perf_counter()
             model(input_ids=ids)
             _sync(model.device)
@@ -84,12 +86,15 @@ def run_benchmark(
     config: ScoringConfig | None = None,
     reference: bool = True,
     estimator: str = "exact",
+    traces: list[Trace] | None = None,
 ) -> BenchResult:
-    """Time the engine (and the reference, and an approximate `estimator`) on `n` gsm_symbolic traces."""
+    """Time the engine (and the reference, and an approximate `estimator`) on `n` gsm_symbolic traces
+    (or on `traces`, where given)."""
     config = config or ScoringConfig()
-    jobs = [p.job for p in scorer.prepare(gsm_traces(n, seed), config) if p.job is not None]
+    jobs = [p.job for p in scorer.prepare(traces or gsm_traces(n, seed), config) if p.job is not None]
     scorer.engine.score(jobs[:2])  # warm-up: first-call allocations are not what we measure
 
+    _sync(scorer.model.device)
     start = time.perf_counter()
     fast = scorer.engine.score(jobs)
     _sync(scorer.model.device)
@@ -99,6 +104,7 @@ def run_benchmark(
 
     ref_timing, diff = None, None
     if reference:
+        _sync(scorer.model.device)
         start = time.perf_counter()
         slow = reference_score(scorer.model, jobs)
         _sync(scorer.model.device)
@@ -117,6 +123,7 @@ def run_benchmark(
     if estimator != "exact":
         approximate = [replace(job, estimator=estimator) for job in jobs]
         scorer.compute(approximate[:2])  # warm-up, as for the engine
+        _sync(scorer.model.device)
         start = time.perf_counter()
         estimated = scorer.compute(approximate)
         _sync(scorer.model.device)
