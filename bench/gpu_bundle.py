@@ -9,11 +9,15 @@ The folder holds, under --limit-mib (64: what a lent GPU machine carries of the 
 - the ccapo wheels (core, server and trainer; client; adapters), built from this checkout;
 - requirements.txt: what `bench/gpu_check.py` installs from the wheels with no index;
 - tokenizer/: the default model's tokenizer files (no weights; the check builds random models);
-- manifest.json: the Python version, the wheels of ours, the requirements and every file's size.
+- gsm_problems.jsonl: GSM-style problems as `ccapo.gsm` generates them, in place of reasoning-gym;
+- manifest.json: the Python version, the wheels of ours, the requirements, what was left out and why,
+  and every file's size.
 
-The third-party set is what pip resolves for ccapo with the server and LoRA extras, the trainer's
-answer checker and the HTTP client, with torch pinned to a stand-in wheel of no dependencies, so
-nothing of torch's own is resolved. Only this stdlib and pip are needed, plus ccapo for the tokenizer.
+The third-party set is what pip resolves for the core's dependencies with the server and LoRA extras,
+the trainer's answer checker, the HTTP client and the client packages, with torch pinned to a stand-in
+wheel of no dependencies, so nothing of torch's own is resolved; then what every machine with torch
+has (its own dependencies) and what the lent machine has (`--has`, by default numpy) are left out.
+Needs pip and PyPI, git (the files to build from) and this checkout's ccapo (the tokenizer, the problems).
 """
 
 from __future__ import annotations
@@ -43,9 +47,8 @@ OURS = {"ccapo": ROOT, "ccapo-client": ROOT / "clients/python", "ccapo-adapters"
 EXTRAS = ("server", "lora")
 TRAIN_PIECES = ("math-verify", "ccapo-adapters")
 BENCH = ("httpx",)  # bench/server_load.py's client, from the dev extra
-# Tags a GPU machine with a CUDA torch (glibc 2.28 or newer) runs; linux_x86_64: the wheels built here.
+# Tags a GPU machine with a CUDA torch (glibc 2.28 or newer) runs.
 PLATFORMS = (
-    "linux_x86_64",
     "manylinux2014_x86_64",
     "manylinux_2_17_x86_64",
     "manylinux_2_24_x86_64",
@@ -110,24 +113,24 @@ def stand_in_torch(directory: Path) -> Path:
     return wheel
 
 
-def pip(*args: str, python: str = sys.executable) -> None:
-    subprocess.run([python, "-m", "pip", *args, "--disable-pip-version-check", "--quiet"], check=True)
-
-
-def interpreter(version: str) -> str:
-    """A Python of `version` on this machine (this one, on PATH, or pyenv's) to build source-only packages."""
-    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
-        return sys.executable
-    pyenv = Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")
-    for candidate in filter(None, [shutil.which(f"python{version}"), *map(str, pyenv)]):
-        if subprocess.run([candidate, "-m", "pip", "--version"], capture_output=True).returncode == 0:
-            return candidate
-    raise BundleError(f"a package has no wheel on PyPI and no Python {version} is here to build it: install one")
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check", "--quiet"], check=True)
 
 
 def build_ours(directory: Path) -> dict[str, Path]:
-    """This checkout's three wheels (no dependencies resolved: they are resolved with the rest)."""
-    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(directory), *map(str, OURS.values()))
+    """This checkout's three wheels, built from a copy of the files a GPU machine gets (tracked, and untracked
+    but not ignored), so no build folder or egg-info of this checkout ends up in them or is left behind."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+    source = directory / "source"
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    folders = [str(source / folder.relative_to(ROOT)) for folder in OURS.values()]
+    pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(directory), *folders)
     wheels = {}
     for name in OURS:
         (wheel,) = directory.glob(f"{name.replace('-', '_')}-*.whl")
@@ -135,35 +138,8 @@ def build_ours(directory: Path) -> dict[str, Path]:
     return wheels
 
 
-def build_sdists(roots: list[str], python: str, work: Path) -> None:
-    """Wheels of what PyPI has only as source (cellpylib; pycosat, in C) into `work`, built by a Python of
-    the target's version. A binary one must need no newer glibc than a CUDA torch does (2.28)."""
-    host = work / "host"
-    pip("download", "--dest", str(host), *resolving(work), *roots)  # resolved for this Python
-    sources = [*host.glob("*.tar.gz"), *host.glob("*.zip")]
-    builder = interpreter(python) if sources else sys.executable
-    for source in sources:
-        pip("wheel", "--no-deps", "--wheel-dir", str(work), str(source), python=builder)
-    shutil.rmtree(host)
-    for wheel in work.glob("*.whl"):
-        newest = _glibc(wheel)
-        if newest > (2, 28):
-            raise BundleError(f"{wheel.name} needs glibc {newest[0]}.{newest[1]}; a CUDA machine may have 2.28")
-
-
-def _glibc(wheel: Path) -> tuple[int, int]:
-    """The newest glibc symbol version a shared library in `wheel` asks for ((0, 0) for pure Python)."""
-    newest = (0, 0)
-    with zipfile.ZipFile(wheel) as zf:
-        for member in zf.namelist():
-            if ".so" in member:
-                for major, minor in re.findall(rb"GLIBC_(\d+)\.(\d+)", zf.read(member)):
-                    newest = max(newest, (int(major), int(minor)))
-    return newest
-
-
 def resolving(work: Path) -> list[str]:
-    """pip's options that resolve against the stand-in torch and the wheels built in `work`."""
+    """pip's options that resolve against the stand-in torch in `work`."""
     return ["--find-links", str(work), "--constraint", str(work / "constraints.txt")]
 
 
@@ -176,7 +152,6 @@ def download(dest: Path, python: str, work: Path, has: tuple[str, ...]) -> list[
     platforms = [arg for tag in PLATFORMS for arg in ("--platform", tag)]
     roots = [f"{name} @ {wheel.as_uri()}" for name, wheel in ours.items() if name != "ccapo"]
     roots += [r for r in requirements() if name_of(r) not in OURS]
-    build_sdists(roots, python, work)
     pip(
         "download", "--dest", str(dest), "--only-binary=:all:", "--python-version", python,
         "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none", *platforms, *resolving(work), *roots,
