@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-main test-verl test-openrlhf lint bench setup setup-all clean verl-env openrlhf-env
+.PHONY: run test test-main test-verl test-openrlhf test-gpu-bundle lint bench setup setup-all clean verl-env openrlhf-env \
+	gpu-bundle
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +72,7 @@ setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
 # more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
-test: lint test-main test-verl test-openrlhf
+test: lint test-main test-verl test-openrlhf test-gpu-bundle
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
@@ -86,6 +87,16 @@ test-openrlhf: $(STAMP) $(OPENRLHF_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 \
 		clients/adapters/tests/openrlhf
 
+# bench/gpu_check.py as a lent GPU machine runs it: a new environment holding only torch, the rest installed
+# from a bundle with no index, then the dry run; and the GPU machine's own bundle under its 64 MiB.
+test-gpu-bundle: $(STAMP)
+	CCAPO_FRESH_ENV_PYTHON=$(PYTHON) $(BIN)/python -m pytest -q -n 0 --durations=15 tests/bench/test_gpu_bundle.py
+
+# What a GPU machine without network lacks to run bench/gpu_check.py on Python 3.12 with its own torch, in
+# gpu-bundle/ (under 64 MiB): carry it there and run `python bench/gpu_check.py` (docs/performance.md).
+gpu-bundle: $(STAMP)
+	$(BIN)/python bench/gpu_bundle.py --dest gpu-bundle
+
 # The documentation site, offline, into site/ (open site/index.html); --strict fails on a broken link or page.
 .PHONY: docs
 docs: $(STAMP)
@@ -98,4 +109,4 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build *.egg-info gpu-bundle
