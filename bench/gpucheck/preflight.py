@@ -174,7 +174,16 @@ def ready_or_exit(
         return
     if findings.stale_packages and bundle is not None and not os.environ.get(INSTALLED_FLAG):
         print(f"installing from {bundle} (no index) ...", file=sys.stderr, flush=True)
-        install(bundle)
+        try:
+            install(bundle)
+        except subprocess.CalledProcessError:
+            print(
+                f"gpu_check: pip could not install from {bundle} alone (its message is above): the bundle lacks "
+                "a package this machine needs; rebuild it with `bench/gpu_bundle.py --has` naming only what "
+                "the machine has",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         os.environ[INSTALLED_FLAG] = "1"
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     hint = "" if bundle is not None else " (no bundle: `make gpu-bundle` builds one, carry gpu-bundle/)"

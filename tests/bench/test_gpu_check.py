@@ -100,6 +100,19 @@ def test_the_preflight_lists_what_is_missing_or_too_old(
     assert "not ready" in capsys.readouterr().err
 
 
+def test_a_bundle_that_lacks_a_package_stops_the_check_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip, with no index, finds nothing for the package: the check says so and stops (nothing is installed)."""
+    monkeypatch.delenv("CCAPO_GPU_CHECK_INSTALLED", raising=False)
+    bundle = fake_bundle(tmp_path, ["no-such-package-ccapo>=1"])
+    with pytest.raises(SystemExit) as stopped:
+        ready_or_exit("cpu", bundle, None, None, 0, 0)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"installing from {bundle} (no index)" in err and "the bundle lacks a package this machine needs" in err
+
+
 def test_the_preflight_needs_cuda_for_the_real_run_and_a_built_bundle(tmp_path: Path) -> None:
     import torch
 
