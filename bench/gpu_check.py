@@ -41,6 +41,9 @@ from gpucheck.plan import BUDGET_S, DEFAULT_SECTIONS, SECTIONS, Plan, dry_plan, 
 from gpucheck.preflight import ready_or_exit
 
 ROOT = Path(__file__).resolve().parents[1]
+# The check never needs the model hub; offline, a stray hub call fails at once instead of waiting on a network
+# the GPU machine does not have (its servers and training step inherit this).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # This checkout's packages first, as the servers it starts get them (bench/server_load.py).
 for folder in ("clients/adapters", "clients/python", "trainer", "server", "."):
     sys.path.insert(0, str(ROOT / folder))
