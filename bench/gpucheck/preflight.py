@@ -178,9 +178,9 @@ def ready_or_exit(
             install(bundle)
         except subprocess.CalledProcessError:
             print(
-                f"gpu_check: pip could not install from {bundle} alone (its message is above): the bundle lacks "
-                "a package this machine needs; rebuild it with `bench/gpu_bundle.py --has` naming only what "
-                "the machine has",
+                f"gpu_check: pip could not install from {bundle} alone (its message is above): either the bundle "
+                "lacks a package this machine needs (rebuild it with `bench/gpu_bundle.py --has` naming only what "
+                "the machine has), or this Python's packages are not writable (run it as their owner)",
                 file=sys.stderr,
             )
             sys.exit(2)
