@@ -29,12 +29,13 @@ _BOUNDS = (
 
 
 def type_text(annotation: Any) -> str:
-    """A field's type as a reader writes it: `int | None`, `"dapo" | "grpo"`, `list[str]`."""
+    """A field's type as a reader says it: `int or None`, `one of "dapo", "grpo"`, `list[str]` (no `|`,
+    which a Markdown table cell cannot hold inside code)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
-        return " | ".join(json.dumps(value) for value in typing.get_args(annotation))
+        return "one of " + ", ".join(json.dumps(value) for value in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(type_text(arg) for arg in typing.get_args(annotation))
+        return " or ".join(type_text(arg) for arg in typing.get_args(annotation))
     if origin is not None:
         return f"{origin.__name__}[{', '.join(type_text(arg) for arg in typing.get_args(annotation))}]"
     if annotation is type(None):
@@ -50,7 +51,7 @@ def default_text(field: FieldInfo) -> str:
         return "required"
     value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
+        return "its section's defaults"
     try:
         return json.dumps(value)
     except TypeError:
@@ -70,7 +71,13 @@ def field_rows(model: type[BaseModel], prefix: str) -> list[str]:
         if bounds := bounds_text(field):
             kind = f"{kind}, {bounds}"
         description = (field.description or "").replace("|", "\\|")
-        cells = [f"`{prefix}{name}`", f"`{kind}`".replace("|", "\\|"), f"`{default_text(field)}`", description]
+        default = default_text(field)
+        cells = [
+            f"`{prefix}{name}`",
+            f"`{kind}`",
+            default if default.startswith("its") else f"`{default}`",
+            description,
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 

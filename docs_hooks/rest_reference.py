@@ -25,7 +25,9 @@ def openapi_document() -> dict[str, Any]:
     from ccapo_server.app import create_app
     from ccapo_server.settings import ServerSettings
 
-    return create_app(ServerSettings()).openapi()
+    # Both keys set, as on a server that loads models on request: without an admin key the model-loading
+    # routes are left out of the document. The keys' values never appear in it.
+    return create_app(ServerSettings(api_key="reference", admin_key="reference")).openapi()
 
 
 def operations_table(document: dict[str, Any]) -> list[str]:
@@ -49,7 +51,9 @@ def page_text(document: dict[str, Any]) -> str:
         f"The scoring server's API ({info['title']} {info['version']}, OpenAPI {document['openapi']}),",
         "generated from the server's own document: [`openapi.json`](openapi.json), the same document a",
         "running server serves at `/openapi.json` (and as Swagger UI at `/docs`). A client generator",
-        "takes it as it is. What the routes do, their limits, errors and settings: [Scoring server](../server.md).",
+        "takes it as it is. It is the document of a server with an API key and an admin key set; without an",
+        "admin key (`CCAPO_ADMIN_KEY`) the model-loading routes are off and left out of it. What the routes do,",
+        "their limits, errors and settings: [Scoring server](../server.md).",
         "",
         "## Operations",
         "",
