@@ -7,6 +7,7 @@ pydantic models themselves, so the page cannot drift from the code: the top leve
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import types
@@ -114,7 +115,8 @@ def page_text() -> str:
             lines += [f"`{model.__module__.split('.')[0]}.{model.__name__}`, checked when the config loads.", ""]
         elif prefix == "counterfactual.":
             lines += ["`ccapo_adapters.CounterfactualConfig`, the same settings every RL adapter takes.", ""]
-        lines += field_rows(model, prefix)
+        # The model's own docstring: where its fields carry no description, it says what they mean.
+        lines += [inspect.cleandoc(model.__doc__ or ""), "", *field_rows(model, prefix)]
     return "\n".join(lines) + "\n"
 
 
