@@ -9,7 +9,7 @@ PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
 endif
 
 # The torch build, installed before ccapo so that pip keeps it. The default, torch==2.13.0 from pip's own index,
-# is the CPU build where that index holds it (this project's machines); PyPI's Linux wheel is a CUDA build. Choose
+# is the CPU build where that index holds it (as where this project is tested); PyPI's Linux wheel is CUDA. Choose
 # with TORCH_INDEX, PyTorch's index of one build: .../whl/cpu, or .../whl/cu128 for CUDA 12.8 (docs/installation.md):
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
 # TORCH is the requirement itself (e.g. TORCH='torch>=2.13'); an installed torch that satisfies it is kept.
