@@ -94,20 +94,12 @@ def test_the_installed_wheels_score_a_trace_from_the_shell(
     work.mkdir()
     (work / "traces.jsonl").write_text(json.dumps({"prompt": "What is 2 + 3?", "completion": "2 + 3 = 5.\n#### 5"}))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    find = "import importlib.util as u, sys; print(*[u.find_spec(m).origin for m in sys.argv[1:]])"  # no import
+    packages = ["ccapo", "ccapo_server", "ccapo_trainer", "ccapo_client", "ccapo_adapters"]
     where = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import ccapo, ccapo_server, ccapo_trainer, ccapo_client, ccapo_adapters as m; "
-            "print(ccapo.__file__, m.__file__)",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+        [str(python), "-c", find, *packages], cwd=work, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    assert all(Path(path).is_relative_to(own_site) for path in where), where
+    assert len(where) == len(packages) and all(Path(path).is_relative_to(own_site) for path in where), where
     score = [str(env_dir / "bin" / "ccapo"), "score", "traces.jsonl", "-o", "scored.jsonl", "--model", tiny_model_dir]
     done = subprocess.run(score, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
