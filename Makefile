@@ -1,5 +1,20 @@
 # `make run`: set up .venv and serve the default model; `make test`: set up and run every test.
-PYTHON ?= python3.11
+
+# The newest Python 3.11+ found on PATH (python3.13, 3.12, 3.11, then python3); `make setup PYTHON=/path/to/python`
+# picks another. A version manager's shim that has no such version fails the check and is passed over.
+PY_OK := import sys; sys.exit(sys.version_info < (3, 11))
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c '$(PY_OK)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
+
+# The torch build, installed before ccapo so that pip keeps it. The default, torch==2.13.0 from pip's own index,
+# is the CPU build where that index holds it (as where this project is tested); PyPI's Linux wheel is CUDA. Choose
+# with TORCH_INDEX, PyTorch's index of one build: .../whl/cpu, or .../whl/cu128 for CUDA 12.8 (docs/installation.md):
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# TORCH is the requirement itself (e.g. TORCH='torch>=2.13'); an installed torch that satisfies it is kept.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -8,12 +23,13 @@ STAMP := $(VENV)/.installed
 	gpu-bundle
 
 $(BIN)/python:
+	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { echo "ccapo needs Python 3.11 or newer, and PYTHON='$(PYTHON)'" \
+		"is not one (looked for python3.13, python3.12, python3.11, python3): set PYTHON=/path/to/python3.11+" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch 2.13.0 first and pinned: it is the CPU build; an unpinned torch would pull a CUDA build.
 $(STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[server,train,dev]' -e clients/python -e clients/adapters
 	@# Debian's Chromium (browser tests, `ccapo render --png`) and docker-compose (validates docker-compose.yml
 	@# without a daemon); where they cannot be installed, those tests skip.
@@ -103,6 +119,15 @@ gpu-bundle: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# The three distributions as wheels in dist/: ccapo (library, server, trainer), ccapo-client, ccapo-adapters
+# (docs/installation.md). Old build/ folders go first: setuptools would pack files left there from older sources.
+.PHONY: wheels
+wheels: $(STAMP)
+	rm -rf dist build clients/python/build clients/adapters/build
+	$(BIN)/python -m build --wheel --outdir dist .
+	$(BIN)/python -m build --wheel --outdir dist clients/python
+	$(BIN)/python -m build --wheel --outdir dist clients/adapters
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -110,4 +135,4 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build *.egg-info gpu-bundle
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info gpu-bundle

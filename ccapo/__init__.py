@@ -24,4 +24,4 @@ __all__ = [
     "WeightConfig",
     "token_weights",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

@@ -37,10 +37,12 @@ class Block:
 
 
 def pages() -> list[Path]:
-    """README.md, then every Markdown page of the site, in the order the site's nav lists them."""
+    """README.md, then every Markdown page of the site, in the order the site's nav lists them (the
+    pages docs_hooks/ generates at build time, which are not files, left out)."""
     listed = subprocess.run(["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     tracked = {ROOT / line for line in listed.splitlines() if line.endswith(".md")}
     in_nav = [ROOT / "docs" / page for page in re.findall(r":\s*(\S+\.md)\s*$", _mkdocs_text(), re.M)]
+    in_nav = [page for page in in_nav if page in tracked]
     return [ROOT / "README.md", *in_nav, *sorted(tracked - set(in_nav))]
 
 

@@ -4,7 +4,7 @@ them, at the smallest cost that still shows what the block shows (doc_blocks.py 
 - A held block (`<!-- held by: ... -->` before it) is not run: the tests it names must exist, and
   its `ccapo train` / `-m ccapo_trainer` configs must load with their overrides.
 - python blocks run as written, one namespace per block, with the tests' tiny random-init model as
-  `Scorer.from_pretrained()`'s default (the real default model's drops are held by
+  `Scorer.from_pretrained()`'s and `ensure_default_model()`'s default (the real default model's drops are held by
   tests/core/test_default_model.py); yaml blocks load as training configs, under no deprecated name.
 - bash blocks run command by command: `make X` as `make -n X` (its recipe expands; running it
   would set up an environment or recurse into this suite); `ccapo ...` in-process, with the tiny
@@ -30,6 +30,7 @@ import yaml
 from ccapo_trainer.config import load_config, parse_config
 from doc_blocks import NEEDS, ROOT, Block, missing_tests, section_of, shell_commands, site_blocks, words_of
 
+import ccapo.models
 from ccapo import Scorer
 from ccapo.cli import main as ccapo_main
 from ccapo.render import find_chromium
@@ -98,11 +99,14 @@ def test_a_block_runs_as_written(
 
 
 def tiny_by_default(monkeypatch: pytest.MonkeyPatch, tiny: str) -> None:
-    """`Scorer.from_pretrained()` without a model loads the tiny one: `--model` for python blocks."""
+    """`Scorer.from_pretrained()` without a model loads the tiny one, and the default model's directory
+    (`ccapo.models.ensure_default_model()`, which the TRL quickstart loads) is the tiny one's: `--model`
+    for python blocks."""
     pretrained = Scorer.from_pretrained.__func__
     monkeypatch.setattr(
         Scorer, "from_pretrained", classmethod(lambda cls, model=None, **kw: pretrained(cls, model or tiny, **kw))
     )
+    monkeypatch.setattr(ccapo.models, "ensure_default_model", lambda: Path(tiny))
 
 
 def run_python(block: Block) -> None:

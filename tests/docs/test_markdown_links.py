@@ -1,5 +1,6 @@
 """Every relative link in a tracked Markdown file resolves inside the repository (a clone has no
-files outside it). Anchors are not checked; links with a scheme (https:, mailto:) are skipped."""
+files outside it), or names a page docs_hooks/ generates when the site is built (its `PAGE`). Anchors
+are not checked; links with a scheme (https:, mailto:) are skipped."""
 
 from __future__ import annotations
 
@@ -30,14 +31,22 @@ def relative_links(markdown: str) -> list[str]:
     return [p for p in paths if p]
 
 
+def generated_pages(root: Path) -> set[Path]:
+    """The pages the site's build hooks generate, as paths under docs/ (they are no files)."""
+    hooks = sorted((root / "docs_hooks").glob("*.py"))
+    pages = [m.group(1) for hook in hooks if (m := re.search(r'^PAGE = "(.+)"$', hook.read_text(), re.M))]
+    return {(root / "docs" / page).resolve() for page in pages}
+
+
 def dead_links(markdown_file: Path, root: Path) -> list[str]:
     dead = []
+    generated = generated_pages(root)
     for target in relative_links(markdown_file.read_text(encoding="utf-8")):
         resolved = (root / target.lstrip("/")) if target.startswith("/") else (markdown_file.parent / target)
         resolved = resolved.resolve()
         if not resolved.is_relative_to(root):
             dead.append(f"{target} (outside the repository)")
-        elif not resolved.exists():
+        elif not resolved.exists() and resolved not in generated:
             dead.append(f"{target} (no such file)")
     return dead
 
@@ -59,9 +68,11 @@ def test_every_relative_link_in_tracked_markdown_resolves():
 def test_the_checker_finds_dead_links_and_ignores_code_and_urls(tmp_path: Path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "there.md").write_text("# there\n")
+    (tmp_path / "docs_hooks").mkdir()
+    (tmp_path / "docs_hooks" / "made_page.py").write_text('PAGE = "made.md"\n')  # a page the build generates
     page = tmp_path / "docs" / "page.md"
     page.write_text(
-        "See [there](there.md#top), [up](../docs/there.md), [web](https://example.com/x.md) and\n"
+        "See [there](there.md#top), [up](../docs/there.md), [web](https://example.com/x.md), [made](made.md) and\n"
         '[gone](missing.md), [out](../../elsewhere/METHOD.md), ![pic](img.png "title").\n'
         "[ref]: ./also-missing.md\n"
         "`[code](not-a-link.md)`\n"

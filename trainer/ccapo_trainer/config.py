@@ -53,6 +53,12 @@ class LoraSettings(BaseModel):
 
 
 class TrainConfig(FlatWeightingNames, BaseModel):
+    """One training run: every key of a `ccapo train` config, TRL's names where TRL has one.
+
+    Built by `load_config` from a YAML file and `key=value` overrides, or directly; an unknown key
+    fails at once, naming it. The weighting is the `counterfactual` section.
+    """
+
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # -- model ----------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""MkDocs hooks (mkdocs.yml `hooks:`): reference pages generated from the code at build time."""
