@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 SYNC_PREFIX = "ccapo_policy_update_"
 # Where each backend's checkpoint manager writes the HF model inside a save folder (verl 0.9.1).
 HF_FOLDERS = {"fsdp": "huggingface", "fsdp2": "huggingface", "megatron": os.path.join("model", "huggingface")}
+# The engine attribute holding its checkpoint manager: verl 0.9.1's Megatron engine spells it
+# `checkpoint_mananager` (workers/engine/megatron/transformer_impl.py), the FSDP engine `checkpoint_manager`.
+MANAGER_ATTRIBUTES = ("checkpoint_manager", "checkpoint_mananager")
 # What makes each backend write that folder at all.
 HF_SETTINGS = {
     "megatron": "actor_rollout_ref.actor.megatron.use_mbridge=true (the HF export needs verl's model bridge)",
@@ -41,6 +44,18 @@ def hf_folder(save_path: str, strategy: str) -> str:
     return os.path.join(save_path, HF_FOLDERS[strategy])
 
 
+def checkpoint_manager(engine: Any) -> Any:
+    """The checkpoint manager of a verl engine, under whichever of `MANAGER_ATTRIBUTES` the engine uses."""
+    for name in MANAGER_ATTRIBUTES:
+        manager = getattr(engine, name, None)
+        if manager is not None:
+            return manager
+    raise SyncError(
+        f"policy sync found no checkpoint manager on verl's {type(engine).__name__} (looked for "
+        f"{', '.join(MANAGER_ATTRIBUTES)}): this verl version names it otherwise; set ccapo.sync_every=0"
+    )
+
+
 def save_hf_weights(worker: Any, path: str) -> None:
     """On one actor rank (verl's `execute_with_func_generator`): the HF model to `path`, through its engine.
 
@@ -48,7 +63,7 @@ def save_hf_weights(worker: Any, path: str) -> None:
     manager's `save_contents` and its list of saved paths are put back afterwards.
     """
     engine = worker.actor.engine  # verl's ActorRolloutRefWorker -> TrainingWorker -> its FSDP/Megatron engine
-    manager = engine.checkpoint_manager
+    manager = checkpoint_manager(engine)
     contents, saved = manager.checkpoint_save_contents, list(manager.previous_saved_paths)
     manager.checkpoint_save_contents = ["hf_model"]
     try:
