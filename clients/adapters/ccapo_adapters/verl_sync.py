@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -88,9 +89,12 @@ def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
     return folder
 
 
-def remove_older_policies(sync_dir: str, keep: str) -> None:
-    """Delete the policy folders this sync wrote before `keep` (the one the scorer now serves)."""
+def remove_older_policies(sync_dir: str, keep: Sequence[str]) -> None:
+    """Delete the policy folders under `sync_dir` that hold none of the checkpoints in `keep` (the one the
+    scorer serves and one still loading: `WeightProvider.policies_in_use`)."""
+    if not os.path.isdir(sync_dir):
+        return
     for name in os.listdir(sync_dir):
         path = os.path.join(sync_dir, name)
-        if name.startswith(SYNC_PREFIX) and not keep.startswith(path + os.sep):
+        if name.startswith(SYNC_PREFIX) and not any(kept.startswith(path + os.sep) for kept in keep):
             shutil.rmtree(path, ignore_errors=True)
