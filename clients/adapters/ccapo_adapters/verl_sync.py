@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
+from ccapo_adapters.lora import merge_wrapped_export, peft_config_of
+
 logger = logging.getLogger(__name__)
 
 SYNC_PREFIX = "ccapo_policy_update_"
@@ -61,7 +63,9 @@ def save_hf_weights(worker: Any, path: str) -> None:
     """On one actor rank (verl's `execute_with_func_generator`): the HF model to `path`, through its engine.
 
     The engine's `save_checkpoint` moves offloaded parameters in and out as for any save; the
-    manager's `save_contents` and its list of saved paths are put back afterwards.
+    manager's `save_contents` and its list of saved paths are put back afterwards. A LoRA actor's
+    export (the PEFT-wrapped state dict) is rewritten by rank 0 as the merged model
+    (`ccapo_adapters.lora`), which is what the scorer can load.
     """
     engine = worker.actor.engine  # verl's ActorRolloutRefWorker -> TrainingWorker -> its FSDP/Megatron engine
     manager = checkpoint_manager(engine)
@@ -72,6 +76,9 @@ def save_hf_weights(worker: Any, path: str) -> None:
     finally:
         manager.checkpoint_save_contents = contents
         manager.previous_saved_paths = saved
+    lora = peft_config_of(getattr(manager, "model", None))
+    if lora is not None and getattr(manager, "rank", 0) == 0:  # the export is rank 0's, in the FSDP folder
+        merge_wrapped_export(os.path.join(path, HF_FOLDERS["fsdp"]), lora)
 
 
 def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
