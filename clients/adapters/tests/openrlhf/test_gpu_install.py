@@ -4,7 +4,8 @@ OpenRLHF 0.11.2 pins `ray[default]==2.55.0`; `ccapo-client[ray]` (the Serve hand
 `provider: ray`) must take that Ray, with its serve extra. One resolver run (`pip install
 --dry-run --report`) against the package index. flash-attn and DeepSpeed publish source
 distributions whose metadata build imports torch: they build here without isolation, against this
-environment's CPU torch, with their CUDA builds off (no CUDA is needed to resolve).
+environment's CPU torch, with their CUDA builds off (no CUDA is needed to resolve). Cost: several
+minutes of resolving and metadata downloads (marked slow).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
+@pytest.mark.slow
 def test_the_gpu_install_resolves_with_openrlhfs_own_ray(tmp_path):
     try:
         httpx.get(f"{index_url()}/openrlhf/", timeout=20, follow_redirects=True).raise_for_status()
