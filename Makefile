@@ -20,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-main test-verl test-openrlhf test-gpu-bundle lint bench setup setup-all clean verl-env openrlhf-env \
-	gpu-bundle
+	gpu-bundle ray-min-env
 
 $(BIN)/python:
 	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { echo "ccapo needs Python 3.11 or newer, and PYTHON='$(PYTHON)'" \
@@ -65,25 +65,38 @@ verl-env: $(VERL_STAMP)
 
 # OpenRLHF 0.11.2 pins transformers==5.15.0 and needs CUDA-only flash-attn and vLLM: its own environment,
 # OpenRLHF without its dependencies, plus what its experience and loss code imports on CPU: transformers
-# 5.15.0, ray 2.55.0, pylatexenc and sympy (openrlhf.utils), DeepSpeed (openrlhf.models.utils; built against
-# the CPU torch already there, no ops compiled).
+# 5.15.0, pylatexenc and sympy (openrlhf.utils), DeepSpeed (openrlhf.models.utils; built against the CPU torch
+# already there, no ops compiled); peft (LoRA policies); and its ray 2.55.0 with the serve extra, for
+# `provider: ray` (ccapo-client[ray]). Ray 2.55's Serve needs protobuf<7, which vLLM's pins give a GPU install.
 OPENRLHF_VENV := .venv-openrlhf
 OPENRLHF_STAMP := $(OPENRLHF_VENV)/.installed
 $(OPENRLHF_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
 	$(call fresh_venv,$(OPENRLHF_VENV))
 	$(OPENRLHF_VENV)/bin/pip install --quiet --no-deps openrlhf==0.11.2
-	$(OPENRLHF_VENV)/bin/pip install --quiet transformers==5.15.0 ray==2.55.0 pylatexenc sympy setuptools wheel pytest \
-		-e clients/python -e clients/adapters
+	$(OPENRLHF_VENV)/bin/pip install --quiet transformers==5.15.0 'ray[serve]==2.55.0' 'protobuf<7' peft pylatexenc \
+		sympy setuptools wheel pytest -e clients/python -e clients/adapters
 	DS_BUILD_OPS=0 $(OPENRLHF_VENV)/bin/pip install --quiet --no-build-isolation deepspeed==0.19.6
 	touch $@
 
 openrlhf-env: $(OPENRLHF_STAMP)
 
+# ccapo's own environment on OpenRLHF's Ray (2.55.0, the oldest the ray extras allow): the scorer that
+# `ccapo serve --ray --detach` deploys into an OpenRLHF cluster must run the cluster's Ray version.
+RAY_MIN_VENV := .venv-ray-min
+RAY_MIN_STAMP := $(RAY_MIN_VENV)/.installed
+$(RAY_MIN_STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/pyproject.toml
+	$(call fresh_venv,$(RAY_MIN_VENV))
+	$(RAY_MIN_VENV)/bin/pip install --quiet -e '.[server]' 'ray[serve]==2.55.0' 'protobuf<7' \
+		-e clients/python -e clients/adapters
+	touch $@
+
+ray-min-env: $(RAY_MIN_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
-setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP)
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
@@ -99,9 +112,10 @@ test-main: $(STAMP)
 test-verl: $(STAMP) $(VERL_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/verl
 
-test-openrlhf: $(STAMP) $(OPENRLHF_STAMP)
-	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 \
-		clients/adapters/tests/openrlhf
+# The OpenRLHF suite also deploys a scorer into a Ray cluster of OpenRLHF's Ray version, from .venv-ray-min.
+test-openrlhf: $(STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP)
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) CCAPO_RAY_MIN_PYTHON=$(abspath $(RAY_MIN_VENV)/bin/python) \
+		$(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/openrlhf
 
 # bench/gpu_check.py as a lent GPU machine runs it: a new environment holding only torch, the rest installed
 # from a bundle with no index, then the dry run; and the GPU machine's own bundle under its 64 MiB. It downloads
@@ -135,4 +149,4 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info gpu-bundle
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(RAY_MIN_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info gpu-bundle

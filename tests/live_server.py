@@ -28,6 +28,7 @@ import httpx
 
 SERVER_SRC = Path(__file__).resolve().parents[1] / "server"
 SLOW_LOADING_SERVER = Path(__file__).resolve().parent / "slow_loading_server.py"
+SLOW_SCORING_SERVER = Path(__file__).resolve().parent / "slow_scoring_server.py"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 _INHERITED_CCAPO = {"CCAPO_CACHE"}
@@ -56,11 +57,16 @@ class ServerProcess:
 
 
 def spawn_server(
-    model_dir: str, env: dict[str, str] | None = None, port: int | None = None, load_delay_s: float | None = None
+    model_dir: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    load_delay_s: float | None = None,
+    slow_batches: set[int] | None = None,
 ) -> ServerProcess:
     """Launch the server; it is not ready yet (see `wait_ready`). Output goes to a temporary log file.
 
-    With `load_delay_s`, every model swap loads that many seconds slower (`slow_loading_server`).
+    With `load_delay_s`, every model swap loads that many seconds slower (`slow_loading_server`); with
+    `slow_batches`, those scoring batches (numbered from 1) outlast their requests' deadline (`slow_scoring_server`).
     """
     port = port or free_port()
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("CCAPO_") or k in _INHERITED_CCAPO}
@@ -69,7 +75,11 @@ def spawn_server(
     child_env["PYTHONUNBUFFERED"] = "1"
     python = os.environ.get("CCAPO_SERVER_PYTHON", sys.executable)
     fd, log = tempfile.mkstemp(prefix="ccapo-server-", suffix=".log")
-    server = ["-m", "ccapo_server"] if load_delay_s is None else [str(SLOW_LOADING_SERVER), str(load_delay_s)]
+    server = ["-m", "ccapo_server"]
+    if load_delay_s is not None:
+        server = [str(SLOW_LOADING_SERVER), str(load_delay_s)]
+    elif slow_batches is not None:
+        server = [str(SLOW_SCORING_SERVER), ",".join(map(str, sorted(slow_batches)))]
     with os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
             [python, *server, "--model", model_dir, "--host", "127.0.0.1", "--port", str(port)],

@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     ray.add_argument("--replica-cpus", type=float, help="CPUs each replica reserves (default 1)")
     ray.add_argument("--replica-gpus", type=float, help="GPUs each replica reserves (default 0)")
     ray.add_argument(
+        "--replicas-per-node",
+        type=int,
+        help="at most this many replicas on one node, a rule Ray keeps (default: no limit, Ray spreads them as it can)",
+    )
+    ray.add_argument(
         "--detach",
         action="store_true",
         default=None,
@@ -68,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RAY_FLAGS = ("ray", "replicas", "replica_cpus", "replica_gpus", "detach", "app_name")
+_RAY_FLAGS = ("ray", "replicas", "replica_cpus", "replica_gpus", "replicas_per_node", "detach", "app_name")
 
 
 def _ray_options(argv: list[str] | None) -> dict[str, Any] | None:
@@ -82,7 +87,10 @@ def _ray_options(argv: list[str] | None) -> dict[str, Any] | None:
         return None
     if given.get("replicas", 1) < 1:
         parser.error("--replicas must be 1 or more")
-    return {"replicas": 1, "replica_cpus": 1.0, "replica_gpus": 0.0, "detach": False, "app_name": APP_NAME, **given}
+    if given.get("replicas_per_node", 1) < 1:
+        parser.error("--replicas-per-node must be 1 or more")
+    defaults = {"replicas": 1, "replica_cpus": 1.0, "replica_gpus": 0.0, "replicas_per_node": None}
+    return {**defaults, "detach": False, "app_name": APP_NAME, **given}
 
 
 def curl_example(settings: ServerSettings) -> str:
@@ -130,6 +138,7 @@ def _serve_on_ray(settings: ServerSettings, options: dict[str, Any]) -> int:
             int(options["replicas"]),
             float(options["replica_cpus"]),
             float(options["replica_gpus"]),
+            replicas_per_node=options["replicas_per_node"],
             app_name=str(options["app_name"]),
             detach=bool(options["detach"]),
         )

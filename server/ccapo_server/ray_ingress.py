@@ -25,7 +25,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+try:  # newer Ray (2.60 here) raises it for a replica that died mid-request; Ray 2.55 raises RayActorError
+    from ray.serve.exceptions import ReplicaUnavailableError
+except ImportError:
+    ReplicaUnavailableError = RayActorError
 from starlette.requests import Request
 from starlette.responses import Response
 

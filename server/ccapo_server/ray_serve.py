@@ -46,14 +46,22 @@ def build_application(
     replica_cpus: float = 1.0,
     replica_gpus: float = 0.0,
     python: str | None = None,
+    replicas_per_node: int | None = None,
 ) -> Application:
     """The application for `serve.run`: `replicas` model replicas, each reserving the CPUs/GPUs given.
 
     `python`: the interpreter every actor of the application runs (Ray's `py_executable`); None
-    leaves it to Ray (the cluster's workers' interpreter).
+    leaves it to Ray (the cluster's workers' interpreter). `replicas_per_node`: at most that many
+    replicas on one node, a constraint Ray's scheduler keeps (Serve's own placement only prefers to
+    spread): in a trainer's cluster, `replicas = nodes * k` with `replicas_per_node = k` leaves every
+    node the same GPUs for the trainer, whose per-node placement groups (verl's STRICT_PACK ones)
+    then fit, where replicas packed on one node would leave it waiting. A replica that cannot be
+    placed waits for a node with room.
     """
     if replicas < 1:
         raise ValueError(f"replicas is {replicas}; give 1 or more")
+    if replicas_per_node is not None and replicas_per_node < 1:
+        raise ValueError(f"replicas_per_node is {replicas_per_node}; give 1 or more, or None for no limit")
     env = {"runtime_env": {"py_executable": python}} if python else {}
     # The ingress and the registry only move bytes: they must not hold back a CPU a replica could use.
     light = {"num_cpus": 0, **env}
@@ -69,6 +77,7 @@ def build_application(
         name="ScorerReplica",
         num_replicas=replicas,
         ray_actor_options={"num_cpus": replica_cpus, "num_gpus": replica_gpus, **env},
+        **({"max_replicas_per_node": replicas_per_node} if replicas_per_node else {}),
         # Requests wait in each replica's own queue, where the batcher sees them and answers 429 when full.
         max_ongoing_requests=max(64, settings.max_queue_traces),
         graceful_shutdown_timeout_s=settings.graceful_timeout_s,
@@ -81,16 +90,19 @@ def build_application(
 def build_app(args: dict[str, Any]) -> Application:
     """Builder for `serve run ccapo_server.ray_serve:build_app key=value ...` and Serve config files.
 
-    `replicas`, `replica_cpus` and `replica_gpus` shape the deployment; every other key is a
-    `ServerSettings` field (CCAPO_* environment variables fill the rest).
+    `replicas`, `replica_cpus`, `replica_gpus` and `replicas_per_node` shape the deployment; every
+    other key is a `ServerSettings` field (CCAPO_* environment variables fill the rest).
     """
     args = dict(args)
-    shape = {key: args.pop(key) for key in ("replicas", "replica_cpus", "replica_gpus") if key in args}
+    keys = ("replicas", "replica_cpus", "replica_gpus", "replicas_per_node")
+    shape = {key: args.pop(key) for key in keys if key in args}
+    per_node = shape.get("replicas_per_node")
     return build_application(
         ServerSettings(**args),
         replicas=int(shape.get("replicas", 1)),
         replica_cpus=float(shape.get("replica_cpus", 1.0)),
         replica_gpus=float(shape.get("replica_gpus", 0.0)),
+        replicas_per_node=int(per_node) if per_node is not None else None,
     )
 
 
@@ -100,6 +112,7 @@ def run(
     replica_cpus: float,
     replica_gpus: float,
     *,
+    replicas_per_node: int | None = None,
     app_name: str = APP_NAME,
     detach: bool = False,
 ) -> None:
@@ -120,7 +133,9 @@ def run(
             "start it first (ray start --head), or set RAY_ADDRESS to its address"
         ) from err
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    app = build_application(settings, replicas, replica_cpus, replica_gpus, python=sys.executable)
+    app = build_application(
+        settings, replicas, replica_cpus, replica_gpus, python=sys.executable, replicas_per_node=replicas_per_node
+    )
     handle = serve.run(app, name=app_name, route_prefix=None if app_name != APP_NAME else "/")
     if detach:
         wait_ready(handle, READY_TIMEOUT_S)

@@ -4,8 +4,10 @@ RL stacks hold completions as padded id tensors; `score_token_batch` scores them
 never re-tokenized text) with a `ccapo.Scorer`, a `ccapo_client.RemoteScorer` or a
 `ccapo_client.RayScorer` and returns a `(B, T)`
 weight tensor aligned to the caller's completion tokens. Rows that cannot be scored (no answer
-marker), rows the scorer rejects, and a scorer that fails outright all leave uniform weights: one
-bad completion never costs its neighbours their weights, and a training step never stops for it.
+marker), rows the scorer rejects, rows whose request part failed through its retries (a remote
+scorer's `PartialScoreError`), and a scorer that fails outright all leave uniform weights: one
+bad completion or one slow part never costs its neighbours their weights, and a training step
+never stops for it.
 The scoring config travels as a mapping (or anything with pydantic's `model_dump()`), and the
 scorer validates it: this module needs torch only, not ccapo.
 """
@@ -170,10 +172,21 @@ def score_token_batch(
             batch.errors[row] = str(err)
             logger.warning("completion %d keeps uniform weights: %s", row, err)
             continue
-        except Exception as err:  # the scorer itself failed (server down, out of memory): nobody gets weights
-            _fail(batch, pending, err)
-            break
+        except Exception as err:
+            partial = getattr(err, "results", None)  # ccapo_client.PartialScoreError: some parts were scored
+            if not isinstance(partial, list) or len(partial) != len(pending):
+                _fail(batch, pending, err)  # the scorer itself failed (server down, out of memory): nobody gets weights
+                break
+            causes = getattr(err, "errors", {})  # each failed trace's own part's error
+            failed = [(i, row) for i, (row, result) in enumerate(zip(pending, partial, strict=True)) if result is None]
+            logger.warning("%d of %d completions keep uniform weights: %s", len(failed), len(pending), err)
+            for i, row in failed:
+                cause = causes.get(i, err)
+                batch.errors[row] = f"{type(cause).__name__}: {cause}"
+            results = partial
         for row, result in zip(pending, results, strict=True):
+            if result is None:
+                continue
             values = list(result.token_weights)
             if len(values) != len(completions[row]):
                 batch.errors[row] = f"{len(values)} weights for {len(completions[row])} completion tokens"

@@ -88,7 +88,8 @@ class CounterfactualAdvantages:
     down or a bad scoring config fails before the first rollout), unless `weight_provider` is set.
     Each call of `compute_advantages_and_returns` is one training step. With `sync_every`, the
     actor saves its HF model with OpenRLHF's own `save_model` (to `--ckpt.output_dir`, which must
-    be `sync_dir`) and the scorer loads it before the step's experiences are scored.
+    be `sync_dir`; a LoRA adapter is merged first, `policy_checkpoint`) and the scorer loads it
+    before the step's experiences are scored.
     """
 
     weight_provider: WeightProvider | None = None
@@ -119,7 +120,24 @@ class CounterfactualAdvantages:
             import ray
 
             ray.get(refs)
-        self.weight_provider.load_policy(self.strategy.args.ckpt.output_dir, self.steps_done)
+        self.weight_provider.load_policy(policy_checkpoint(self.strategy.args), self.steps_done)
+
+
+MERGED = "ccapo_merged"  # where a LoRA policy's merged model goes, inside --ckpt.output_dir
+
+
+def policy_checkpoint(args: Any) -> str:
+    """The checkpoint the scorer loads once OpenRLHF's `save_model` has written `--ckpt.output_dir`.
+
+    With LoRA (`--ds.lora.rank` > 0) OpenRLHF saves only the adapter there: it is merged into the base
+    model (`--actor.model_name_or_path`) by peft's merge and saved to `MERGED` inside it (`ccapo_adapters.lora`).
+    """
+    output_dir = args.ckpt.output_dir
+    if not args.ds.lora.rank:
+        return output_dir
+    from ccapo_adapters.lora import merge_adapter
+
+    return merge_adapter(output_dir, args.actor.model_name_or_path, os.path.join(output_dir, MERGED))
 
 
 def check_sync_dir(provider: WeightProvider, output_dir: str) -> None:

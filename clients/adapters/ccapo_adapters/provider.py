@@ -46,6 +46,7 @@ class WeightProvider:
         self.last_seconds = 0.0
         self.outage: str | None = None  # the scorer's error while it fails, None while it answers
         self.pending_swap: tuple[Any, int] | None = None  # a push still loading on the scorer, and its step
+        self.live_model: str | None = None  # what the scorer serves, as it names it (a push: its path)
 
     @classmethod
     def remote(cls, config: CounterfactualConfig) -> WeightProvider:
@@ -103,6 +104,7 @@ class WeightProvider:
                 "the scorer reads) and admin_key so it follows the policy, or sync_every: 0 to keep it on purpose"
             )
         info = self.scorer.model_info()
+        self.live_model = info.id
         if self.config.model_id is not None and info.id != self.config.model_id:
             raise ValueError(
                 f"the scorer runs model {info.id!r}, not the expected {self.config.model_id!r}: start the server "
@@ -255,6 +257,15 @@ class WeightProvider:
         self._settle(swap, step)
         return self.pending_swap is not None
 
+    def policies_in_use(self) -> list[str]:
+        """The checkpoints the scorer may still read: the one it serves and a push still loading.
+
+        A trainer that writes each push to a new folder deletes the others (`verl_sync.remove_older_policies`)
+        however its swaps ended: live within `swap_wait_s` or later, failed, or superseded.
+        """
+        pending = [self.pending_swap[0].path] if self.pending_swap is not None else []
+        return [*([self.live_model] if self.live_model else []), *pending]
+
     def _settle(self, swap: Any, step: int) -> bool:
         """Book a swap's outcome: live (the scorer holds step `step`'s policy), failed, or still pending."""
         if swap.status == "pending":
@@ -271,6 +282,7 @@ class WeightProvider:
         if swap.status == "failed":
             return self._sync_failed(step, RuntimeError(swap.error))
         self.synced_step = step
+        self.live_model = swap.path
         logger.info("the scorer now runs the policy of step %d (version %s)", step, swap.model.version)
         return True
 

@@ -14,13 +14,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from typing import Any
+
+from ccapo_adapters.lora import merge_wrapped_export, peft_config_of
 
 logger = logging.getLogger(__name__)
 
 SYNC_PREFIX = "ccapo_policy_update_"
 # Where each backend's checkpoint manager writes the HF model inside a save folder (verl 0.9.1).
 HF_FOLDERS = {"fsdp": "huggingface", "fsdp2": "huggingface", "megatron": os.path.join("model", "huggingface")}
+# The engine attribute holding its checkpoint manager: verl 0.9.1's Megatron engine spells it
+# `checkpoint_mananager` (workers/engine/megatron/transformer_impl.py), the FSDP engine `checkpoint_manager`.
+MANAGER_ATTRIBUTES = ("checkpoint_manager", "checkpoint_mananager")
 # What makes each backend write that folder at all.
 HF_SETTINGS = {
     "megatron": "actor_rollout_ref.actor.megatron.use_mbridge=true (the HF export needs verl's model bridge)",
@@ -41,14 +47,28 @@ def hf_folder(save_path: str, strategy: str) -> str:
     return os.path.join(save_path, HF_FOLDERS[strategy])
 
 
+def checkpoint_manager(engine: Any) -> Any:
+    """The checkpoint manager of a verl engine, under whichever of `MANAGER_ATTRIBUTES` the engine uses."""
+    for name in MANAGER_ATTRIBUTES:
+        manager = getattr(engine, name, None)
+        if manager is not None:
+            return manager
+    raise SyncError(
+        f"policy sync found no checkpoint manager on verl's {type(engine).__name__} (looked for "
+        f"{', '.join(MANAGER_ATTRIBUTES)}): this verl version names it otherwise; set ccapo.sync_every=0"
+    )
+
+
 def save_hf_weights(worker: Any, path: str) -> None:
     """On one actor rank (verl's `execute_with_func_generator`): the HF model to `path`, through its engine.
 
     The engine's `save_checkpoint` moves offloaded parameters in and out as for any save; the
-    manager's `save_contents` and its list of saved paths are put back afterwards.
+    manager's `save_contents` and its list of saved paths are put back afterwards. A LoRA actor's
+    export (the PEFT-wrapped state dict) is rewritten by rank 0 as the merged model
+    (`ccapo_adapters.lora`), which is what the scorer can load.
     """
     engine = worker.actor.engine  # verl's ActorRolloutRefWorker -> TrainingWorker -> its FSDP/Megatron engine
-    manager = engine.checkpoint_manager
+    manager = checkpoint_manager(engine)
     contents, saved = manager.checkpoint_save_contents, list(manager.previous_saved_paths)
     manager.checkpoint_save_contents = ["hf_model"]
     try:
@@ -56,6 +76,9 @@ def save_hf_weights(worker: Any, path: str) -> None:
     finally:
         manager.checkpoint_save_contents = contents
         manager.previous_saved_paths = saved
+    lora = peft_config_of(getattr(manager, "model", None))
+    if lora is not None and getattr(manager, "rank", 0) == 0:  # the export is rank 0's, in the FSDP folder
+        merge_wrapped_export(os.path.join(path, HF_FOLDERS["fsdp"]), lora)
 
 
 def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
@@ -73,9 +96,12 @@ def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
     return folder
 
 
-def remove_older_policies(sync_dir: str, keep: str) -> None:
-    """Delete the policy folders this sync wrote before `keep` (the one the scorer now serves)."""
+def remove_older_policies(sync_dir: str, keep: Sequence[str]) -> None:
+    """Delete the policy folders under `sync_dir` that hold none of the checkpoints in `keep` (the one the
+    scorer serves and one still loading: `WeightProvider.policies_in_use`)."""
+    if not os.path.isdir(sync_dir):
+        return
     for name in os.listdir(sync_dir):
         path = os.path.join(sync_dir, name)
-        if name.startswith(SYNC_PREFIX) and not keep.startswith(path + os.sep):
+        if name.startswith(SYNC_PREFIX) and not any(kept.startswith(path + os.sep) for kept in keep):
             shutil.rmtree(path, ignore_errors=True)

@@ -32,8 +32,10 @@ import torch
 import transfer_queue as tq
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
+from verl.plugin.platform import get_platform
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync, register_trainer
 
+from ccapo_adapters.placement import check_groups_fit, free_per_node
 from ccapo_adapters.provider import WeightProvider, provider_from_settings
 from ccapo_adapters.verl import fill_token_weights, weight_advantages, weight_response_rows
 from ccapo_adapters.verl_sync import remove_older_policies, write_policy
@@ -58,14 +60,16 @@ def sync_policy(trainer: Any, provider: WeightProvider, updates: int) -> bool:
     """If `sync_every` is due, write the actor's HF weights under `sync_dir` and have the scorer load them.
 
     A scorer that refuses or cannot be reached is retried at the next update (`load_policy`);
-    a backend that writes no HF weights stops the run (`verl_sync.SyncError`).
+    a backend that writes no HF weights stops the run (`verl_sync.SyncError`). At every update, the
+    folders the scorer no longer reads are deleted, however their swaps ended (live late, failed,
+    superseded): only the one it serves and one still loading stay.
     """
-    if not provider.sync_due(updates):
-        return False
-    folder = write_policy(trainer, provider.config.sync_dir, updates)
-    loaded = provider.load_policy(folder, updates)
-    if loaded:
-        remove_older_policies(provider.config.sync_dir, keep=folder)
+    loaded = False
+    if provider.sync_due(updates):  # looks again at a pending push first
+        folder = write_policy(trainer, provider.config.sync_dir, updates)
+        loaded = provider.load_policy(folder, updates)
+    if provider.config.sync_every and provider.config.sync_dir:
+        remove_older_policies(provider.config.sync_dir, keep=provider.policies_in_use())
     return loaded
 
 
@@ -90,6 +94,13 @@ class CounterfactualAdvantage:
         super().init()
         if self.weight_provider is None:
             self.weight_provider = provider_from_config(self.config.get("ccapo") or {})
+
+    def _init_resource_pool_mgr(self) -> None:
+        super()._init_resource_pool_mgr()
+        # verl waits on its per-node placement groups without a timeout: with the scorer's replicas in the
+        # cluster, say now if they cannot be placed (ccapo_adapters.placement).
+        resource = get_platform().ray_resource_name()
+        check_groups_fit(self.resource_pool_manager.resource_pool_spec, free_per_node(resource), resource)
 
     def _compute_advantage(self, batch: Any, metrics: dict) -> Any:
         batch = super()._compute_advantage(batch, metrics)

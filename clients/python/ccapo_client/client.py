@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import threading
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 
 from ccapo_client._version import __version__
-from ccapo_client.errors import ApiError, RequestTimeoutError, error_from_response
+from ccapo_client.errors import ApiError, RequestTimeoutError, error_from_response, retry_after
 from ccapo_client.models import ModelInfo, ScoreResponse
 from ccapo_client.swaps import ModelSwap, SwapState, follow, follow_async
 
@@ -128,7 +127,7 @@ class _BaseClient:
     def _settle(self, index: int, response: httpx.Response) -> httpx.Response | None:
         """The response when it is final (raising if it is an error); None when it is worth a retry."""
         if response.status_code in RETRY_STATUSES:
-            delay = self._servers.failed(index, _retry_after(response))
+            delay = self._servers.failed(index, retry_after(response))
             logger.info("%s answered %d; holding it for %.2fs", self.base_urls[index], response.status_code, delay)
             return None
         self._servers.succeeded(index)
@@ -373,11 +372,3 @@ def _jsonable(value: Payload) -> dict[str, Any]:
         return value.model_dump(mode="json", exclude_none=True)
     raise TypeError(f"expected a dict or a pydantic model, got {type(value).__name__}")
 
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """`Retry-After` in seconds; the HTTP-date form is not used by the scoring server and falls back to backoff."""
-    try:
-        seconds = float(response.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Any
 
 import httpx
 
@@ -12,7 +14,10 @@ class ApiError(Exception):
 
     `status` is the HTTP status, `type` the server's error type (e.g. "queue_full"), `message` what
     it said, and `trace_index` the offending trace's index in the request, when one is to blame.
+    `retry_after` is the seconds the server asked the client to wait (its Retry-After), if it did.
     """
+
+    retry_after: float | None = None
 
     def __init__(self, status: int, type: str, message: str, trace_index: int | None = None):
         # The server may already prefix "trace N: "; drop it so the index is stated once, and so a
@@ -57,6 +62,21 @@ class NotReadyError(ApiError):
 
 class DeadlineExceededError(ApiError):
     """504: the request waited or ran past the server's deadline."""
+
+
+class PartialScoreError(Exception):
+    """Some parts of a split `RemoteScorer.score()` call failed through every retry; the others were scored.
+
+    `results` aligns with the caller's traces: the result, or None where the trace's part failed;
+    `errors` maps the index of each failed trace to its part's last error. A trainer keeps the
+    results it got and leaves only the failed traces unweighted.
+    """
+
+    def __init__(self, results: list[Any], errors: dict[int, Exception]):
+        parts = list(dict.fromkeys(map(str, errors.values())))
+        super().__init__(f"{len(errors)} of {len(results)} traces were not scored: {'; '.join(parts)}")
+        self.results = results
+        self.errors = errors
 
 
 class RequestTimeoutError(TimeoutError):
@@ -112,4 +132,15 @@ def error_from_response(response: httpx.Response) -> ApiError:
         message = response.text[:500] or response.reason_phrase
         trace_index = None
     cls = _BY_TYPE.get(type_) or _BY_STATUS.get(response.status_code, ApiError)
-    return cls(response.status_code, type_, message, trace_index)
+    error = cls(response.status_code, type_, message, trace_index)
+    error.retry_after = retry_after(response)
+    return error
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` in seconds; the HTTP-date form is not used by the scoring server and falls back to backoff."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return max(seconds, 0.0) if math.isfinite(seconds) else None

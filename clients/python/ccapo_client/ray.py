@@ -130,7 +130,8 @@ class RayScorer(RemoteScorer):
 
     `score(traces, config)`, `model_info()` and `load_model(path)` (every replica loads it: policy
     sync) behave as `RemoteScorer`'s, with the same typed errors (`InvalidRequestError` with the
-    caller's `trace_index`, ...) and the same retries of 429 and 503 (a replica that died).
+    caller's `trace_index`, ...), the same retries of 429 and 503 (a replica that died) and of the
+    parts of a split call (`part_retries`).
     `timeout` bounds each attempt in seconds (`TimeoutError`, no retry).
     Call it from plain threads, not from inside an asyncio event loop (Ray's sync handle rule).
     """
@@ -142,6 +143,7 @@ class RayScorer(RemoteScorer):
         *,
         admin_key: str | None = None,
         max_concurrency: int = 4,
+        part_retries: int = 2,
         timeout: float = 60.0,
         max_retries: int = 5,
         backoff: float = 0.5,
@@ -156,4 +158,4 @@ class RayScorer(RemoteScorer):
             backoff=backoff,
             max_backoff=max_backoff,
         )
-        self._attach(client, max_concurrency)
+        self._attach(client, max_concurrency, part_retries)

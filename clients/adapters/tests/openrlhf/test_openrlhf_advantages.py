@@ -81,6 +81,7 @@ def experience_maker(
     estimator: str = "reinforce_baseline",
     output_dir: str = "/tmp/ccapo-openrlhf-unused",
     actor_group: Any = None,
+    extra_args: tuple[str, ...] = (),
 ):
     """OpenRLHF's maker (with the weighting, or stock without a provider; "env": the weighting's provider
     from CCAPO_ADAPTER_SETTINGS, as in a run), built by its own constructor with the arguments OpenRLHF's
@@ -95,6 +96,7 @@ def experience_maker(
             *("--actor.model_name_or_path", "unused", "--reward.remote_url", "reward.py"),
             *("--algo.advantage.estimator", estimator, "--rollout.n_samples_per_prompt", "2"),
             *("--algo.advantage.no_std_norm", "--algo.kl.init_coef", "0", "--ckpt.output_dir", output_dir),
+            *extra_args,
         ]
     )
     base = modules.maker.RemoteExperienceMaker
