@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -23,11 +23,19 @@ from ccapo.estimators import ESTIMATORS
 from ccapo.interventions import INTERVENTIONS
 from ccapo.scorer import Scorer, TraceError
 from ccapo.trace import Trace
+from ccapo.weights import Scheme
 
 logger = logging.getLogger("ccapo")
 stderr = Console(stderr=True)
 SEGMENTERS = ("calc", "sentence", "line", "window")
-SCHEMES = ("paper", "normalized", "uniform", "inverted", "random")
+SCHEMES = get_args(Scheme)
+_DEFAULTS = ScoringConfig()
+# `--horizon-NAME`: the horizon estimator's knobs (ScoringConfig.horizon_NAME), with what each counts.
+HORIZON_KNOBS = (
+    ("window", "TOKENS", "suffix tokens recomputed after each span"),
+    ("tail", "TOKENS", "tokens right before the answer recomputed too"),
+    ("verify", "SPANS", "spans per trace then scored exactly, largest estimated drop first"),
+)
 CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and progress moves
 
 
@@ -44,6 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "drop_estimator", "horizon") != "horizon":
+        knobs = [f"--horizon-{name}" for name, _, _ in HORIZON_KNOBS if getattr(args, f"horizon_{name}") is not None]
+        if knobs:
+            parser.error(f"{', '.join(knobs)} set the horizon estimator: add --estimator horizon")
+    if hasattr(args, "segmenter"):  # a scoring command: a bad setting is a usage error, before any model loads
+        try:
+            _config(args)
+        except ValidationError as err:
+            parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
@@ -77,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _model_args(score)
     _scoring_args(score)
+    _estimator_args(score)
     score.set_defaults(run=_score)
 
     render = sub.add_parser("render", help="draw scored results as a standalone HTML page (and a PNG)")
@@ -147,23 +165,54 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _scoring_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scoring")
-    group.add_argument("--segmenter", choices=SEGMENTERS, default="calc")
-    group.add_argument("--intervention", choices=INTERVENTIONS, default=ScoringConfig().intervention)
-    group.add_argument("--target", choices=("completion", "reference"), default="completion")
-    group.add_argument("--max-spans", type=int, default=10)
+    group.add_argument("--segmenter", choices=SEGMENTERS, default=_DEFAULTS.segmenter)
+    group.add_argument("--intervention", choices=INTERVENTIONS, default=_DEFAULTS.intervention)
+    group.add_argument("--target", choices=("completion", "reference"), default=_DEFAULTS.target)
+    group.add_argument("--max-spans", type=int, default=_DEFAULTS.max_spans)
     group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
-    group.add_argument("--scheme", choices=SCHEMES, default="paper", help="token weight scheme")
+    group.add_argument(
+        "--scheme",
+        choices=SCHEMES,
+        default=_DEFAULTS.weights.scheme,
+        help=f'token weight scheme (default {_DEFAULTS.weights.scheme}: mean weight 1; "paper": the paper\'s mapping)',
+    )
+
+
+def _estimator_args(parser: argparse.ArgumentParser) -> None:
+    """How drops are estimated; the horizon knobs are None unless given, so they can be refused without it."""
+    group = parser.add_argument_group("estimator")
+    group.add_argument(
+        "--estimator",
+        dest="drop_estimator",  # `ccapo bench --estimator` names a second estimator to compare, not this one
+        choices=("exact", "horizon"),
+        default=_DEFAULTS.estimator,
+        help="exact: one full counterfactual pass per span; horizon: each span recomputes a window after it, "
+        "a tail before the answer and the answer (for traces of thousands of tokens)",
+    )
+    for name, metavar, unit in HORIZON_KNOBS:
+        group.add_argument(
+            f"--horizon-{name}",
+            type=int,
+            metavar=metavar,
+            help=f"{unit} (default {getattr(_DEFAULTS, f'horizon_{name}')}; needs --estimator horizon)",
+        )
 
 
 def _config(args: argparse.Namespace) -> ScoringConfig:
-    return ScoringConfig(
-        segmenter=args.segmenter,
-        intervention=args.intervention,
-        target=args.target,
-        max_spans=args.max_spans,
-        placeholder=args.placeholder,
-        weights={"scheme": args.scheme},
-    )
+    fields: dict[str, Any] = {
+        "segmenter": args.segmenter,
+        "intervention": args.intervention,
+        "target": args.target,
+        "max_spans": args.max_spans,
+        "placeholder": args.placeholder,
+        "weights": {"scheme": args.scheme},
+    }
+    if hasattr(args, "drop_estimator"):
+        fields["estimator"] = args.drop_estimator
+        for name, _, _ in HORIZON_KNOBS:
+            if getattr(args, f"horizon_{name}") is not None:
+                fields[f"horizon_{name}"] = getattr(args, f"horizon_{name}")
+    return ScoringConfig(**fields)
 
 
 def _load(args: argparse.Namespace) -> Scorer:
