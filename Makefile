@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-main test-verl test-openrlhf lint bench setup setup-all clean verl-env openrlhf-env
+.PHONY: run test test-main test-verl test-openrlhf lint bench setup setup-all clean verl-env openrlhf-env openapi-client-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,11 +62,24 @@ $(OPENRLHF_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
 
 openrlhf-env: $(OPENRLHF_STAMP)
 
+# openapi-python-client pins httpx<0.29 and typer<0.28, older than the main environment's (transformers needs
+# the newer typer): its own environment, used by tests/server/test_generated_client.py to generate a client from
+# the server's /openapi.json (the test builds it the same way when it is missing; keep the pin in step).
+OPENAPI_VENV := .venv-openapi
+OPENAPI_STAMP := $(OPENAPI_VENV)/.installed
+$(OPENAPI_STAMP):
+	rm -rf $(OPENAPI_VENV)
+	$(PYTHON) -m venv $(OPENAPI_VENV)
+	$(OPENAPI_VENV)/bin/python -m pip install --quiet openapi-python-client==0.29.1
+	touch $@
+
+openapi-client-env: $(OPENAPI_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
-setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(OPENAPI_STAMP)
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
@@ -75,7 +88,7 @@ test: lint test-main test-verl test-openrlhf
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
-test-main: $(STAMP)
+test-main: $(STAMP) $(OPENAPI_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The framework tests start their scoring server with the main environment's Python (it has ccapo).
@@ -98,4 +111,4 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(OPENAPI_VENV) build *.egg-info
