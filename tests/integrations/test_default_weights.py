@@ -2,7 +2,8 @@
 `ccapo train`'s provider and an RL adapter give one trace the same token weights when nothing about the
 weighting is set, and those weights are the training scheme's (mean 1), not the paper's.
 
-Cost: the tiny llama scores one trace five ways, under 2 s beside the shared server and model fixtures.
+Cost: the tiny llama scores one trace five ways, a few seconds beside the shared server and model
+fixtures (`ccapo score` loads the model itself).
 """
 
 from __future__ import annotations
