@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO, get_args
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -18,24 +18,15 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ccapo.cli_scoring import check_scoring_args, estimator_args, scoring_args, scoring_config
 from ccapo.config import ScoringConfig
 from ccapo.estimators import ESTIMATORS
 from ccapo.interventions import INTERVENTIONS
 from ccapo.scorer import Scorer, TraceError
 from ccapo.trace import Trace
-from ccapo.weights import Scheme
 
 logger = logging.getLogger("ccapo")
 stderr = Console(stderr=True)
-SEGMENTERS = ("calc", "sentence", "line", "window")
-SCHEMES = get_args(Scheme)
-_DEFAULTS = ScoringConfig()
-# `--horizon-NAME`: the horizon estimator's knobs (ScoringConfig.horizon_NAME), with what each counts.
-HORIZON_KNOBS = (
-    ("window", "TOKENS", "suffix tokens recomputed after each span"),
-    ("tail", "TOKENS", "tokens right before the answer recomputed too"),
-    ("verify", "SPANS", "spans per trace then scored exactly, largest estimated drop first"),
-)
 CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and progress moves
 
 
@@ -52,15 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "drop_estimator", "horizon") != "horizon":
-        knobs = [f"--horizon-{name}" for name, _, _ in HORIZON_KNOBS if getattr(args, f"horizon_{name}") is not None]
-        if knobs:
-            parser.error(f"{', '.join(knobs)} set the horizon estimator: add --estimator horizon")
     if hasattr(args, "segmenter"):  # a scoring command: a bad setting is a usage error, before any model loads
-        try:
-            _config(args)
-        except ValidationError as err:
-            parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+        check_scoring_args(parser, args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
@@ -83,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="score the bundled example traces and show them")
     _model_args(demo)
-    _scoring_args(demo)
+    scoring_args(demo)
     demo.set_defaults(run=_demo)
 
     score = sub.add_parser("score", help="score a JSONL file of traces")
@@ -93,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "--pretty", action="store_true", help="show spans colored by drop in the terminal (instead of JSON without -o)"
     )
     _model_args(score)
-    _scoring_args(score)
-    _estimator_args(score)
+    scoring_args(score)
+    estimator_args(score)
     score.set_defaults(run=_score)
 
     render = sub.add_parser("render", help="draw scored results as a standalone HTML page (and a PNG)")
@@ -115,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also time an approximate estimator on the same traces and compare its drops with exact's",
     )
     _model_args(bench)
-    _scoring_args(bench)
+    scoring_args(bench)
     bench.set_defaults(run=_bench)
 
     faith = sub.add_parser("faithfulness", help="do calculation lines out-score planted filler lines?")
@@ -163,58 +147,6 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _scoring_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("scoring")
-    group.add_argument("--segmenter", choices=SEGMENTERS, default=_DEFAULTS.segmenter)
-    group.add_argument("--intervention", choices=INTERVENTIONS, default=_DEFAULTS.intervention)
-    group.add_argument("--target", choices=("completion", "reference"), default=_DEFAULTS.target)
-    group.add_argument("--max-spans", type=int, default=_DEFAULTS.max_spans)
-    group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
-    group.add_argument(
-        "--scheme",
-        choices=SCHEMES,
-        default=_DEFAULTS.weights.scheme,
-        help=f'token weight scheme (default {_DEFAULTS.weights.scheme}: mean weight 1; "paper": the paper\'s mapping)',
-    )
-
-
-def _estimator_args(parser: argparse.ArgumentParser) -> None:
-    """How drops are estimated; the horizon knobs are None unless given, so they can be refused without it."""
-    group = parser.add_argument_group("estimator")
-    group.add_argument(
-        "--estimator",
-        dest="drop_estimator",  # `ccapo bench --estimator` names a second estimator to compare, not this one
-        choices=("exact", "horizon"),
-        default=_DEFAULTS.estimator,
-        help="exact: one full counterfactual pass per span; horizon: each span recomputes a window after it, "
-        "a tail before the answer and the answer (for traces of thousands of tokens)",
-    )
-    for name, metavar, unit in HORIZON_KNOBS:
-        group.add_argument(
-            f"--horizon-{name}",
-            type=int,
-            metavar=metavar,
-            help=f"{unit} (default {getattr(_DEFAULTS, f'horizon_{name}')}; needs --estimator horizon)",
-        )
-
-
-def _config(args: argparse.Namespace) -> ScoringConfig:
-    fields: dict[str, Any] = {
-        "segmenter": args.segmenter,
-        "intervention": args.intervention,
-        "target": args.target,
-        "max_spans": args.max_spans,
-        "placeholder": args.placeholder,
-        "weights": {"scheme": args.scheme},
-    }
-    if hasattr(args, "drop_estimator"):
-        fields["estimator"] = args.drop_estimator
-        for name, _, _ in HORIZON_KNOBS:
-            if getattr(args, f"horizon_{name}") is not None:
-                fields[f"horizon_{name}"] = getattr(args, f"horizon_{name}")
-    return ScoringConfig(**fields)
-
-
 def _load(args: argparse.Namespace) -> Scorer:
     with stderr.status(f"loading {args.model or 'the default model'}"):
         return Scorer.from_pretrained(
@@ -248,7 +180,7 @@ def _demo(args: argparse.Namespace) -> int:
     scorer = _load(args)
     traces = load_examples()
     with _progress("scoring examples", len(traces)) as set_done:
-        results = scorer.score(traces, _config(args), progress=lambda done, total: set_done(done))
+        results = scorer.score(traces, scoring_config(args), progress=lambda done, total: set_done(done))
     render_importance(results, Console())
     return 0
 
@@ -267,7 +199,7 @@ def _read_traces(stream: TextIO) -> Iterator[tuple[int, Trace | str]]:
 
 
 def _score(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = scoring_config(args)
     stream = sys.stdin if str(args.traces) == "-" else args.traces.open(encoding="utf-8")
     with stream:
         lines = list(_read_traces(stream))
@@ -373,7 +305,7 @@ def _bench(args: argparse.Namespace) -> int:
     scorer = _load(args)
     with stderr.status(f"benchmarking on {args.n} gsm_symbolic traces"):
         result = run_benchmark(
-            scorer, args.n, args.seed, _config(args), reference=not args.no_reference, estimator=args.estimator
+            scorer, args.n, args.seed, scoring_config(args), reference=not args.no_reference, estimator=args.estimator
         )
     table = Table(title=f"{scorer.model_id} on {scorer.model.device} ({scorer.model.dtype}), {result.traces} traces")
     for column in ("engine", "traces/s", "tokens/s", "seconds", "counterfactuals", "tokens fed"):
