@@ -116,8 +116,8 @@ def test_identical_completions_are_scored_once_and_share_the_result(scoring_run,
     assert [len(traces) for traces in sent] == [2]
     assert scored.traces == 2 and scored.duplicates == 3
     metrics = scored.metrics(mask)
-    assert metrics["ccapo/weights/scored_traces"] == 2 and metrics["ccapo/weights/skipped_duplicates"] == 3
-    assert metrics["ccapo/weights/scored_share"] == 1.0  # duplicates carry their twin's weights
+    assert metrics["weights/scored_traces"] == 2 and metrics["weights/skipped_duplicates"] == 3  # BatchWeights' own
+    assert metrics["weights/scored_share"] == 1.0  # duplicates carry their twin's weights
     assert scored.results[2] is scored.results[0] and scored.results[4] is scored.results[1]
     assert torch.equal(scored.weights[2], scored.weights[0]) and torch.equal(scored.weights[4], scored.weights[1])
 
