@@ -20,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test test-main test-verl test-openrlhf test-gpu-bundle lint bench setup setup-all clean verl-env openrlhf-env \
-	gpu-bundle ray-min-env
+	gpu-bundle ray-min-env openapi-client-env
 
 $(BIN)/python:
 	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { echo "ccapo needs Python 3.11 or newer, and PYTHON='$(PYTHON)'" \
@@ -92,11 +92,24 @@ $(RAY_MIN_STAMP): pyproject.toml clients/python/pyproject.toml clients/adapters/
 
 ray-min-env: $(RAY_MIN_STAMP)
 
+# openapi-python-client pins httpx<0.29 and typer<0.28, older than the main environment's (transformers needs
+# the newer typer): its own environment, used by tests/server/test_generated_client.py to generate a client from
+# the server's /openapi.json (the test builds it the same way when it is missing; keep the pin in step).
+OPENAPI_VENV := .venv-openapi
+OPENAPI_STAMP := $(OPENAPI_VENV)/.installed
+$(OPENAPI_STAMP):
+	rm -rf $(OPENAPI_VENV)
+	$(PYTHON) -m venv $(OPENAPI_VENV)
+	$(OPENAPI_VENV)/bin/python -m pip install --quiet openapi-python-client==0.29.1
+	touch $@
+
+openapi-client-env: $(OPENAPI_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
-setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP)
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP) $(OPENAPI_STAMP)
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
@@ -105,7 +118,7 @@ test: lint test-main test-verl test-openrlhf test-gpu-bundle
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
-test-main: $(STAMP)
+test-main: $(STAMP) $(OPENAPI_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 # The framework tests start their scoring server with the main environment's Python (it has ccapo).
@@ -149,4 +162,5 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(RAY_MIN_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info gpu-bundle
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(RAY_MIN_VENV) $(OPENAPI_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info \
+		gpu-bundle

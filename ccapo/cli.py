@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ccapo.cli_scoring import check_scoring_args, estimator_args, scoring_args, scoring_config
 from ccapo.config import ScoringConfig
 from ccapo.estimators import ESTIMATORS
 from ccapo.interventions import INTERVENTIONS
@@ -26,8 +27,6 @@ from ccapo.trace import Trace
 
 logger = logging.getLogger("ccapo")
 stderr = Console(stderr=True)
-SEGMENTERS = ("calc", "sentence", "line", "window")
-SCHEMES = ("paper", "normalized", "uniform", "inverted", "random")
 CHUNK = 64  # traces scored per call in `ccapo score`, so output streams and progress moves
 
 
@@ -44,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(args, "segmenter"):  # a scoring command: a bad setting is a usage error, before any model loads
+        check_scoring_args(parser, args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="score the bundled example traces and show them")
     _model_args(demo)
-    _scoring_args(demo)
+    scoring_args(demo)
     demo.set_defaults(run=_demo)
 
     score = sub.add_parser("score", help="score a JSONL file of traces")
@@ -76,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "--pretty", action="store_true", help="show spans colored by drop in the terminal (instead of JSON without -o)"
     )
     _model_args(score)
-    _scoring_args(score)
+    scoring_args(score)
+    estimator_args(score)
     score.set_defaults(run=_score)
 
     render = sub.add_parser("render", help="draw scored results as a standalone HTML page (and a PNG)")
@@ -97,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also time an approximate estimator on the same traces and compare its drops with exact's",
     )
     _model_args(bench)
-    _scoring_args(bench)
+    scoring_args(bench)
     bench.set_defaults(run=_bench)
 
     faith = sub.add_parser("faithfulness", help="do calculation lines out-score planted filler lines?")
@@ -145,27 +147,6 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _scoring_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("scoring")
-    group.add_argument("--segmenter", choices=SEGMENTERS, default="calc")
-    group.add_argument("--intervention", choices=INTERVENTIONS, default=ScoringConfig().intervention)
-    group.add_argument("--target", choices=("completion", "reference"), default="completion")
-    group.add_argument("--max-spans", type=int, default=10)
-    group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
-    group.add_argument("--scheme", choices=SCHEMES, default="paper", help="token weight scheme")
-
-
-def _config(args: argparse.Namespace) -> ScoringConfig:
-    return ScoringConfig(
-        segmenter=args.segmenter,
-        intervention=args.intervention,
-        target=args.target,
-        max_spans=args.max_spans,
-        placeholder=args.placeholder,
-        weights={"scheme": args.scheme},
-    )
-
-
 def _load(args: argparse.Namespace) -> Scorer:
     with stderr.status(f"loading {args.model or 'the default model'}"):
         return Scorer.from_pretrained(
@@ -199,7 +180,7 @@ def _demo(args: argparse.Namespace) -> int:
     scorer = _load(args)
     traces = load_examples()
     with _progress("scoring examples", len(traces)) as set_done:
-        results = scorer.score(traces, _config(args), progress=lambda done, total: set_done(done))
+        results = scorer.score(traces, scoring_config(args), progress=lambda done, total: set_done(done))
     render_importance(results, Console())
     return 0
 
@@ -218,7 +199,7 @@ def _read_traces(stream: TextIO) -> Iterator[tuple[int, Trace | str]]:
 
 
 def _score(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = scoring_config(args)
     stream = sys.stdin if str(args.traces) == "-" else args.traces.open(encoding="utf-8")
     with stream:
         lines = list(_read_traces(stream))
@@ -324,7 +305,7 @@ def _bench(args: argparse.Namespace) -> int:
     scorer = _load(args)
     with stderr.status(f"benchmarking on {args.n} gsm_symbolic traces"):
         result = run_benchmark(
-            scorer, args.n, args.seed, _config(args), reference=not args.no_reference, estimator=args.estimator
+            scorer, args.n, args.seed, scoring_config(args), reference=not args.no_reference, estimator=args.estimator
         )
     table = Table(title=f"{scorer.model_id} on {scorer.model.device} ({scorer.model.dtype}), {result.traces} traces")
     for column in ("engine", "traces/s", "tokens/s", "seconds", "counterfactuals", "tokens fed"):

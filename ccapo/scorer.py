@@ -1,8 +1,9 @@
 """`Scorer`: traces in, span drops and token weights out.
 
-Preparing a trace (tokenizing, locating the answer, segmenting) happens here; the forward passes
-happen in `engine.py`. Every trace is validated before any model work starts, so a bad trace
-raises at once and no computation is lost; a trace that merely cannot be scored (no answer marker,
+Preparing a trace (tokenizing, locating the answer, segmenting) happens here, with the tokenizer
+helpers and the prepared trace of `prepared.py`; the forward passes happen in `engine.py`. Every
+trace is validated before any model work starts, so a bad trace raises at once and no computation
+is lost; a trace that merely cannot be scored (no answer marker,
 empty completion) comes back "unscorable" with uniform weights and never fails its neighbours.
 """
 
@@ -13,7 +14,6 @@ import time
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any, cast
 
 import torch
@@ -27,23 +27,22 @@ from ccapo.gradient import unsupported_reason as gradient_unsupported
 from ccapo.horizon import horizon_unsupported
 from ccapo.jobs import Cancelled, EngineJob, JobScores, Progress, never_cancelled
 from ccapo.models import DEFAULT_MODEL, load_model
+from ccapo.prepared import (
+    PreparedTrace,
+    TraceError,
+    content_end,
+    decode_with_offsets,
+    prompt_ids_of,
+    validation_message,
+)
 from ccapo.reference import reference_score
 from ccapo.result import AnswerRegion, SpanImportance, TraceImportance
 from ccapo.routing import estimate
-from ccapo.spans import TokenSpan, char_range_to_tokens, custom_spans, segment
+from ccapo.spans import char_range_to_tokens, custom_spans, segment
 from ccapo.trace import Trace
 from ccapo.weights import WeightConfig, compute_token_weights
 
 logger = logging.getLogger(__name__)
-
-
-class TraceError(ValueError):
-    """A trace the caller must fix; names the trace's index in the batch."""
-
-    def __init__(self, trace_index: int, message: str):
-        super().__init__(f"trace {trace_index}: {message}")
-        self.trace_index = trace_index
-        self.detail = message
 
 
 @dataclass(frozen=True)
@@ -58,28 +57,6 @@ class Usage:
 class ScoredBatch:
     results: list[TraceImportance]
     usage: Usage
-
-
-@dataclass(frozen=True)
-class PreparedTrace:
-    """A trace after tokenization and segmentation; `job` is None when it cannot be scored (see `reason`)."""
-
-    completion: str
-    tokens: list[str]
-    answer: AnswerRegion | None = None
-    spans: tuple[TokenSpan, ...] = ()
-    job: EngineJob | None = None
-    reason: str | None = None
-
-    @property
-    def counterfactuals(self) -> int:
-        """Masked variants scoring this trace takes (0 when unscorable)."""
-        return self.job.counterfactuals if self.job is not None else 0
-
-    @property
-    def feed_tokens(self) -> int:
-        """Tokens the engine will feed for this trace: its cost, known before any model work."""
-        return self.job.feed_tokens if self.job is not None else 0
 
 
 class Scorer:
@@ -237,15 +214,15 @@ class Scorer:
             try:
                 trace = Trace.model_validate(trace)
             except ValidationError as err:
-                raise TraceError(index, _validation_message(err)) from None
+                raise TraceError(index, validation_message(err)) from None
         if trace.is_tokenized:
             prompt_ids = list(trace.prompt_ids)
             completion_ids = list(trace.completion_ids)
             self._check_vocab(index, prompt_ids, "prompt_ids")
             self._check_vocab(index, completion_ids, "completion_ids")
-            completion, offsets = self._decode_with_offsets(completion_ids)
+            completion, offsets = decode_with_offsets(self.tokenizer, completion_ids)
         else:
-            prompt_ids = self._prompt_ids(trace.prompt)
+            prompt_ids = prompt_ids_of(self.tokenizer, trace.prompt)
             completion = trace.completion
             encoded = self.tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
             completion_ids, offsets = encoded.input_ids, [tuple(o) for o in encoded.offset_mapping]
@@ -271,7 +248,7 @@ class Scorer:
             answer_text = reference_answer_text(completion, location, trace.reference_answer)
             answer_ids = self.tokenizer(answer_text, add_special_tokens=False).input_ids
             if location is None:  # no marker: the whole completion is reasoning, the answer is appended
-                token_start = token_end = _content_end(completion_ids, set(self.tokenizer.all_special_ids))
+                token_start = token_end = content_end(completion_ids, set(self.tokenizer.all_special_ids))
         if token_start == 0:
             return PreparedTrace(completion, tokens, reason="the completion has no reasoning before its answer")
         answer = AnswerRegion(
@@ -324,31 +301,6 @@ class Scorer:
         if config.estimator == "horizon" and (reason := horizon_unsupported(self.model)) is not None:
             raise TraceError(index, reason)
         return PreparedTrace(completion, tokens, answer, tuple(spans), job)
-
-    def _prompt_ids(self, prompt: str | list[dict[str, Any]]) -> list[int]:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        if self.tokenizer.chat_template is None:
-            text = "\n".join(str(m["content"]) for m in messages)
-            return self.tokenizer(text).input_ids
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False).input_ids
-
-    def _decode_with_offsets(self, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-        """The completion text of token ids and each token's character range in it."""
-        if not ids:
-            return "", []
-        text = self.tokenizer.decode(ids)
-        pieces = self.tokenizer.batch_decode([[i] for i in ids])
-        if "".join(pieces) == text:
-            ends = list(accumulate(len(piece) for piece in pieces))
-        else:
-            # A character split across tokens (byte-level BPE): a token ends where the decoded prefix
-            # through it ends, not counting a half-decoded character, which the next token completes.
-            ends = list(
-                accumulate((len(self.tokenizer.decode(ids[: k + 1]).rstrip("\ufffd")) for k in range(len(ids))), max)
-            )
-        offsets = list(zip([0, *ends[:-1]], ends, strict=True))
-        return text, offsets
 
     def _check_vocab(self, index: int, ids: list[int], field: str) -> None:
         bad = next(((k, t) for k, t in enumerate(ids) if not 0 <= t < self.vocab_size), None)
@@ -434,22 +386,7 @@ def _as_config(config: ScoringConfig | Mapping[str, Any] | None) -> ScoringConfi
     return ScoringConfig.model_validate(config or {})
 
 
-def _content_end(ids: list[int], specials: set[int]) -> int:
-    """Length of `ids` without its trailing special tokens (EOS, padding)."""
-    end = len(ids)
-    while end and ids[end - 1] in specials:
-        end -= 1
-    return end
-
-
 def _fast_path_supported(text_config: Any) -> bool:
     """The fast engine builds its own attention masks, which know nothing of sliding windows."""
     layer_types = getattr(text_config, "layer_types", None) or []
     return not getattr(text_config, "use_sliding_window", False) and all(t == "full_attention" for t in layer_types)
-
-
-def _validation_message(err: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'trace'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in err.errors()
-    )

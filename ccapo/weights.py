@@ -12,14 +12,16 @@ Scheme = Literal["paper", "normalized", "uniform", "inverted", "random"]
 
 
 class WeightConfig(BaseModel):
-    """How drops become token weights. Defaults reproduce the paper's reference mapping.
+    """How drops become token weights. The default, "normalized", keeps the mean weight at 1, so a loss
+    multiplied by the weights keeps its learning rate; `scheme="paper"` reproduces the paper's mapping
+    (mean weight about 2-3; its knobs are `boost` to `conservation`).
 
     The schemes are described in `compute_token_weights`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    scheme: Scheme = "paper"
+    scheme: Scheme = "normalized"
     boost: float = Field(4.0, gt=0, description="weight of the most important reasoning token")
     min_weight: float = Field(0.5, ge=0, description="weight at importance 0")
     answer_weight: float = Field(1.5, ge=0, description="weight of every answer-region token")
@@ -72,7 +74,7 @@ def compute_token_weights(
     - "random": importance ~ U(0, 1) per reasoning token, seeded by (config.seed, seed_key);
       then as "paper" from the formatting factor on.
     - "uniform": every token 1.
-    - "normalized" (ccapo's): s = per-token drop (drop / |span|, 0 on unprobed tokens);
+    - "normalized" (ccapo's, the default): s = per-token drop (drop / |span|, 0 on unprobed tokens);
       z = (s - mean(s)) / normalized_temperature over the reasoning; w = 1 + c * z, where c is the
       largest value <= 1 that keeps every w inside normalized_bounds; answer and padding tokens 1.
       The completion's mean weight is exactly 1, weights are bounded and monotone in the drop, and

@@ -6,7 +6,7 @@
 #      trainer's environment: openrlhf==0.11.2 with its GPU stack, ccapo-client[ray], ccapo-adapters;
 #   2. ccapo's own environment (pip install 'ccapo[ray]', the cluster's Ray version) at the same path on every
 #      node: CCAPO names its `ccapo` command; the scorer's replicas run on its Python.
-# The scorer elsewhere, over HTTP: set ccapo.json's provider to "remote" and server_url to an address every
+# The scorer elsewhere, over HTTP: set counterfactual.json's provider to "remote" and server_url to an address every
 # Ray node reaches (e.g. http://scorer-host:8000), and leave SCORER_GPUS for the trainer (SCORER_GPUS=0).
 # `run_gsm8k_reinforce.sh --print-args` prints the arguments given to train_ppo_ccapo.py, one a line, and exits.
 set -euo pipefail
@@ -21,7 +21,7 @@ MODEL=${MODEL:-Qwen/Qwen2.5-1.5B-Instruct}
 export CCAPO_SYNC_DIR=${CCAPO_SYNC_DIR:-/shared/ccapo-sync}  # OpenRLHF saves the policy here; the scorer loads it
 
 args=(
-  --ccapo ccapo.json
+  --counterfactual counterfactual.json
   --actor.model_name_or_path "$MODEL"
   --actor.num_gpus_per_node "$ACTOR_GPUS" --ref.num_gpus_per_node 1 --vllm.num_engines "$VLLM_ENGINES"
   --algo.advantage.estimator reinforce_baseline --rollout.n_samples_per_prompt 8
@@ -44,7 +44,7 @@ ray status >/dev/null 2>&1 || {
 }
 if [ "$SCORER_GPUS" -gt 0 ]; then
   CCAPO=${CCAPO:?set CCAPO to the ccapo command of ccapo\'s own environment, e.g. /shared/ccapo-env/bin/ccapo}
-  # The scorer: deployed into this cluster as the application "ccapo" (ccapo.json's ray_app), ready on return.
+  # The scorer: deployed into this cluster as the application "ccapo" (counterfactual.json's ray_app), ready on return.
   "$CCAPO" serve --ray --detach --replicas "$SCORER_GPUS" --replica-gpus 1 --model "$MODEL" --model-root "$CCAPO_SYNC_DIR"
 fi
 

@@ -1,6 +1,6 @@
 """OpenRLHF's `train_ppo_ray` with counterfactual token weights.
 
-    python examples/openrlhf/train_ppo_ccapo.py --ccapo examples/openrlhf/ccapo.json [train_ppo_ray's flags]
+    cd examples/openrlhf && python train_ppo_ccapo.py --counterfactual counterfactual.json [train_ppo_ray's flags]
 
 OpenRLHF's PPO trainer is a Ray actor that builds its experience maker itself, so the weighting is
 installed in every Ray worker through Ray's `worker_process_setup_hook`
@@ -16,6 +16,7 @@ import json
 import os
 import runpy
 import sys
+import warnings
 from pathlib import Path
 
 import ray
@@ -28,9 +29,14 @@ OPENRLHF_ENV = {"TOKENIZERS_PARALLELISM": "true", "NCCL_DEBUG": "WARN", "RAY_ENA
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
-    parser.add_argument("--ccapo", type=Path, required=True, help="JSON of CounterfactualConfig's fields")
+    parser.add_argument("--counterfactual", type=Path, help="JSON of CounterfactualConfig's fields (required)")
+    parser.add_argument("--ccapo", type=Path, help=argparse.SUPPRESS)  # its name before 0.2.0
     ours, openrlhf_args = parser.parse_known_args()
-    settings = json.loads(ours.ccapo.read_text())
+    if ours.ccapo is not None:
+        warnings.warn("--ccapo is now --counterfactual: rename it", FutureWarning, stacklevel=1)
+    if (ours.counterfactual is None) == (ours.ccapo is None):
+        parser.error("give the weighting settings once: --counterfactual SETTINGS.json")
+    settings = json.loads((ours.counterfactual or ours.ccapo).read_text())
     # Secrets and cluster paths stay out of the JSON: the launch script exports them.
     for field, variable in (("admin_key", "CCAPO_ADMIN_KEY"), ("sync_dir", "CCAPO_SYNC_DIR")):
         if variable in os.environ:

@@ -1,7 +1,7 @@
 """verl's `main_ppo` with counterfactual token weights: `python examples/verl/main_ccapo.py [overrides]`.
 
 The same entry point as `python -m verl.trainer.main_ppo`, with config/ccapo_grpo_gsm8k.yaml
-(verl's ppo_trainer.yaml plus a `ccapo` section), verl's own config checks, and verl's task
+(verl's ppo_trainer.yaml plus a `counterfactual` section), verl's own config checks, and verl's task
 runner replaced by `CounterfactualTaskRunner`, which registers the "ccapo_*" trainer modes in
 its own process. Recipe: docs/integrations.md, "verl".
 """

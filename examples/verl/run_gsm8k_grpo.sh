@@ -42,7 +42,7 @@ ray status >/dev/null 2>&1 || {
   exit 1
 }
 
-# The scorer: deployed into this cluster as the application "ccapo" (the config's ccapo.ray_app), ready on return.
+# The scorer: deployed into this cluster as the application "ccapo" (the config's counterfactual.ray_app), ready on return.
 "$CCAPO" serve --ray --detach --replicas "$((SCORER_GPUS * NNODES))" --replicas-per-node "$SCORER_GPUS" --replica-gpus 1 \
   --model "$MODEL" --model-root "$CCAPO_SYNC_DIR"
 

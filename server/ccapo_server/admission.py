@@ -60,8 +60,9 @@ class Admission:
                 raise ApiError(
                     "invalid_request",
                     f"traces: scoring traces 0..{index} alone would feed {total} tokens through the model, over "
-                    f"this server's limit of {limit} per request; send fewer traces per request, probe fewer "
-                    "spans (config.max_spans) or send shorter traces",
+                    f"this server's limit of {limit} per request (CCAPO_MAX_FEED_TOKENS_PER_REQUEST); send fewer "
+                    f"traces per request, {_cheaper(ticket.config)}probe fewer spans (config.max_spans) or send "
+                    "shorter traces",
                 )
         return prepared
 
@@ -76,14 +77,15 @@ class Admission:
             raise _trace_error(
                 index,
                 f"it has {prepared.counterfactuals} spans to probe, over this server's limit of "
-                f"{settings.max_counterfactuals_per_trace} per trace; lower config.max_spans or send fewer spans",
+                f"{settings.max_counterfactuals_per_trace} per trace (CCAPO_MAX_COUNTERFACTUALS_PER_TRACE); lower "
+                "config.max_spans or send fewer spans",
             )
         if prepared.feed_tokens > settings.max_feed_tokens_per_trace:
             raise _trace_error(
                 index,
                 f"scoring it would feed {prepared.feed_tokens} tokens through the model, over this server's limit "
-                f"of {settings.max_feed_tokens_per_trace} per trace; probe fewer spans (config.max_spans) or "
-                "shorten it",
+                f"of {settings.max_feed_tokens_per_trace} per trace (CCAPO_MAX_FEED_TOKENS_PER_TRACE); "
+                f"{_cheaper(config)}probe fewer spans (config.max_spans) or shorten it",
             )
         return prepared
 
@@ -92,7 +94,7 @@ class Admission:
             raise _trace_error(
                 index,
                 f"the model would read {tokens} tokens for this trace, over this server's limit of "
-                f"{self.settings.max_tokens_per_trace}; shorten it",
+                f"{self.settings.max_tokens_per_trace} (CCAPO_MAX_TOKENS_PER_TRACE); shorten it",
             )
 
 
@@ -102,6 +104,13 @@ def _check_placeholder(scorer: Scorer, config: ScoringConfig) -> None:
         scorer.placeholder_id(config.placeholder)
     except ValueError as err:
         raise ApiError("invalid_request", f"config.placeholder: {err}") from None
+
+
+def _cheaper(config: ScoringConfig) -> str:
+    """The estimator advice for an over-budget trace: horizon feeds a window per span, not the whole suffix."""
+    if config.estimator == "horizon":
+        return "lower config.horizon_window or config.horizon_verify, "
+    return 'score it with config.estimator "horizon" (a window per span instead of the whole suffix), '
 
 
 def _trace_error(index: int, message: str) -> ApiError:

@@ -15,7 +15,7 @@ from ccapo_server.middleware import BodyLimit, RequestMetrics
 from ccapo_server.page import add_page_routes
 from ccapo_server.routes import add_routes
 from ccapo_server.runtime import Runtime, ScorerFactory, default_scorer_factory
-from ccapo_server.schemas import ErrorBody
+from ccapo_server.schemas import TAGS, ErrorBody
 from ccapo_server.settings import ServerSettings
 
 DESCRIPTION = """\
@@ -49,6 +49,7 @@ def create_app(settings: ServerSettings | None = None, scorer_factory: ScorerFac
         title="ccapo scoring server",
         version=ccapo.__version__,
         description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
         # The body limit guards every route, so every route documents its 413.
         responses={413: {"model": ErrorBody}},

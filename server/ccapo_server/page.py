@@ -21,6 +21,7 @@ from ccapo.spans import SegmenterName
 from ccapo.viewer import asset, fill
 from ccapo.weights import Scheme
 from ccapo_server.errors import ApiError
+from ccapo_server.schemas import SCORING
 
 _STATIC_TYPES = {
     "view.js": "text/javascript; charset=utf-8",
@@ -56,6 +57,8 @@ def add_page_routes(app: FastAPI, api_key_required: bool) -> None:
         "/v1/examples",
         response_model=list[Trace],
         response_model_exclude_none=True,
+        operation_id="list_examples",
+        tags=[SCORING],
         summary="The bundled example traces (the page's dropdown)",
     )
     async def bundled_examples() -> list[Trace]:

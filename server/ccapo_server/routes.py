@@ -19,6 +19,9 @@ from ccapo_server.scheduler import Scheduler
 from ccapo_server.schemas import (
     IMPORTANCE_EXAMPLES,
     IMPORTANCE_RESPONSE_EXAMPLE,
+    MODEL,
+    OPERATIONS,
+    SCORING,
     ErrorBody,
     Health,
     ImportanceRequest,
@@ -56,10 +59,13 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         "/v1/importance",
         response_model=ImportanceResponse,
         dependencies=scoring,
+        operation_id="score",
+        tags=[SCORING],
         summary="Score traces: span drops and token weights",
         responses={
             200: {"content": {"application/json": {"example": IMPORTANCE_RESPONSE_EXAMPLE}}},
-            **_errors(400, 401, 422, 429, 499, 503, 504),
+            # A client that goes away gets nothing; logs and metrics record that answer as 499.
+            **_errors(400, 401, 422, 429, 503, 504),
         },
     )
     async def importance(
@@ -89,7 +95,15 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
             }
         )
 
-    @app.get("/v1/model", response_model=ModelInfo, dependencies=scoring, responses=_errors(401, 503))
+    @app.get(
+        "/v1/model",
+        response_model=ModelInfo,
+        dependencies=scoring,
+        operation_id="get_model",
+        tags=[MODEL],
+        summary="The model in service: id, version, device, dtype, context length and this server's limits",
+        responses=_errors(401, 503),
+    )
     async def model_info() -> ModelInfo:
         return _model_info(runtime)
 
@@ -99,6 +113,8 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         "/v1/model",
         response_model=ModelInfo,
         dependencies=admin,
+        operation_id="load_model",
+        tags=[MODEL],
         summary="Load another model and put it in service (admin)",
         description=(
             "Answers once the model is in service (200), or at once with `Prefer: respond-async` (202): "
@@ -136,6 +152,8 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         response_model=SwapStatus,
         response_model_exclude_none=True,
         dependencies=admin,
+        operation_id="get_swap",
+        tags=[MODEL],
         summary="Where a model swap stands: pending, live (with its version) or failed (with why) (admin)",
         include_in_schema=settings.admin_key is not None,
         responses=_errors(401, 403, 404),
@@ -143,7 +161,13 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
     async def swap_status(swap_id: str) -> SwapStatus:
         return runtime.swaps.get(swap_id)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        operation_id="get_health",
+        tags=[OPERATIONS],
+        summary="Liveness: the process answers",
+    )
     async def healthz() -> Health:
         return Health(status="alive")
 
@@ -151,6 +175,8 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
         "/readyz",
         response_model=Readiness,
         response_model_exclude_none=True,
+        operation_id="get_readiness",
+        tags=[OPERATIONS],
         summary="Readiness: a model is loaded and warm (which one: only with the API key, when one is set)",
         responses=_errors(503),
     )
@@ -162,7 +188,14 @@ def add_routes(app: FastAPI, runtime: Runtime) -> None:
             return Readiness(status="ready")  # probes need no key, and learn nothing more without one
         return Readiness(status="ready", model={"id": scheduler.model_id, "version": str(scheduler.version)})
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        operation_id="get_metrics",
+        tags=[OPERATIONS],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

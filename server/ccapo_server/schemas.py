@@ -18,6 +18,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from ccapo import ScoringConfig, Trace, TraceImportance
 from ccapo_server.settings import ServerSettings
 
+# The OpenAPI tags: the groups of /docs and of a generated client's modules.
+SCORING, MODEL, OPERATIONS = "scoring", "model", "operations"
+TAGS = [
+    {"name": SCORING, "description": "Score reasoning traces: span drops and per-token weights"},
+    {"name": MODEL, "description": "The model in service, and swapping it for another (admin)"},
+    {"name": OPERATIONS, "description": "Liveness, readiness and Prometheus metrics, for orchestrators"},
+]
+
 # Deadlines below this are refused (422): no request is prepared, batched (`max_wait_ms`) and scored that
 # fast, even on an accelerator, so such a deadline could only expire, and a 504 would blame the server.
 MIN_REQUEST_TIMEOUT_S = 0.1

@@ -45,10 +45,12 @@ class ServerSettings(BaseSettings):
     prepare_threads: int = Field(4, ge=1, description="requests tokenized at once; more wait their turn")
 
     max_traces_per_request: int = Field(64, ge=1)
-    max_tokens_per_trace: int = Field(4096, ge=1, description="tokens the model reads for one trace")
+    # Long enough for the 2k-16k-token traces of long reasoning (docs/long-reasoning.md): a 16k trace with
+    # 64 spans under the horizon estimator, or a 4k trace with 40 spans under exact, fits one trace's budget.
+    max_tokens_per_trace: int = Field(16384, ge=1, description="tokens the model reads for one trace")
     max_counterfactuals_per_trace: int = Field(64, ge=1, description="counterfactual rows (probed spans) per trace")
     max_feed_tokens_per_trace: int = Field(
-        16384, ge=1, description="feed tokens (base pass plus counterfactual rows) one trace may cost"
+        131072, ge=1, description="feed tokens (base pass plus counterfactual rows) one trace may cost"
     )
     max_feed_tokens_per_request: int = Field(131072, ge=1, description="feed tokens one request may cost in all")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1)

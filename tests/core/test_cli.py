@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ccapo import Scorer, ScoringConfig
 from ccapo.cli import main
 
 COMPLETION = "We have 3 + 4 = 7 apples in the basket now.\nDoubling gives 7 × 2 = 14 apples.\n#### 14"
@@ -74,3 +75,31 @@ def test_serve_help_names_the_command_the_user_typed(capsys):
         main(["serve", "--help"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("usage: ccapo serve ")
+
+
+def test_score_takes_the_horizon_estimator_and_its_knobs(tiny_model_dir, llama, tokenizer, tmp_path):
+    trace = {"prompt": "How many apples?", "completion": COMPLETION}
+    path, out = tmp_path / "one.jsonl", tmp_path / "out.jsonl"
+    path.write_text(json.dumps(trace) + "\n")
+    flags = ["--estimator", "horizon", "--horizon-window", "2", "--horizon-verify", "1", "--segmenter", "line"]
+    assert main(["score", str(path), "-o", str(out), "--model", tiny_model_dir, *flags]) == 0
+    record = json.loads(out.read_text())
+    config = ScoringConfig(estimator="horizon", horizon_window=2, horizon_verify=1, segmenter="line")
+    (expected,) = Scorer(llama, tokenizer).score([trace], config)
+    assert [s["drop"] for s in record["spans"]] == pytest.approx([s.drop for s in expected.spans], abs=1e-4)
+    assert [s["exact"] for s in record["spans"]] == [s.exact for s in expected.spans]
+    assert any(s["exact"] for s in record["spans"])  # the verified span, at least
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--horizon-window", "8"], "--horizon-window set the horizon estimator: add --estimator horizon"),
+        (["--estimator", "horizon", "--horizon-tail", "-1"], "horizon_tail: Input should be greater than or equal"),
+        (["--max-spans", "0"], "max_spans"),
+    ],
+)
+def test_bad_scoring_flags_are_usage_errors_before_any_model_loads(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["score", str(tmp_path / "absent.jsonl"), "--model", str(tmp_path / "no-model"), *flags])
+    assert exited.value.code == 2 and message in capsys.readouterr().err

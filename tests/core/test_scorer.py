@@ -42,7 +42,9 @@ def test_token_id_trace_is_used_verbatim(scorer, tokenizer):
     # Trailing EOS/padding is not answer: it keeps weight 1.0 (the paper's padding weight).
     assert result.answer.token_end == len(completion_ids) - 3
     assert result.token_weights[-3:] == [1.0, 1.0, 1.0]
-    assert result.token_weights[result.answer.token_start] == pytest.approx(1.5)
+    assert result.token_weights[result.answer.token_start] == pytest.approx(1.0)  # the default, normalized
+    paper = token_weights(result, WeightConfig(scheme="paper"))
+    assert paper[result.answer.token_start] == pytest.approx(1.5) and paper[-3:] == [1.0, 1.0, 1.0]
 
 
 def test_text_and_token_id_forms_agree(scorer, tokenizer):

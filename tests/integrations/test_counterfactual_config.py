@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
+from accelerate import Accelerator
 from ccapo_adapters import CounterfactualConfig, WeightProvider
 from ccapo_adapters.batch import arm_scheme
-from ccapo_adapters.config import DEFAULT_SCHEME
+from ccapo_adapters.config import DEFAULT_SCHEME, SECTION, section_of
+from ccapo_adapters.names import SCORE_SECONDS, WEIGHT_HISTOGRAM, policy_lag
+from ccapo_trainer.config import TrainConfig
+from ccapo_trainer.distributed import Processes, weight_metrics
 
 from ccapo import ScoringConfig
 
@@ -57,7 +62,7 @@ def test_the_scheme_has_one_place():
     assert spelled == CounterfactualConfig(scheme="paper", scoring={"weights": {"boost": 2.0}, "max_spans": 4})
     with pytest.raises(ValueError, match=r"scheme and scoring\.weights\.scheme are both set"):
         CounterfactualConfig(scheme="paper", scoring={"weights": {"scheme": "normalized"}})
-    core = ScoringConfig(intervention="pad")  # a core config object: its scheme (the library's "paper") counts
+    core = ScoringConfig(intervention="pad", weights={"scheme": "paper"})  # a core config object: its scheme counts
     from_core = CounterfactualConfig(scoring=core)
     assert from_core.scheme == "paper" and from_core.scoring["intervention"] == "pad"
     assert ScoringConfig.model_validate(from_core.scoring_config()) == core
@@ -119,3 +124,24 @@ def test_a_remote_scorer_that_will_not_follow_the_policy_is_announced(server_url
         WeightProvider.remote(CounterfactualConfig(provider="remote", server_url=server_url, sync_every=0))
     assert len(warned) == 1 and "not the policy being trained" in warned[0] and "sync_dir" in warned[0]
     assert len(caplog.records) == 1  # sync_every=0 says it on purpose: no warning
+
+
+def test_the_section_is_counterfactual_everywhere_and_its_old_verl_name_loads_with_a_warning():
+    settings = {"weighting": "uniform"}
+    assert section_of({SECTION: settings, "trainer": {}}) == settings and section_of({"trainer": {}}) == {}
+    with pytest.warns(FutureWarning, match="'ccapo' is now 'counterfactual'"):
+        assert section_of({"ccapo": settings}) == settings
+    with pytest.raises(ValueError, match="keep one"):
+        section_of({"ccapo": settings, SECTION: settings})
+    assert SECTION in TrainConfig.model_fields  # ccapo train's section has the same name
+
+
+def test_the_trainer_and_the_adapters_name_the_weight_metrics_alike(scorer, tokenizer):
+    ids = [tokenizer("What is 3 + 4?").input_ids], [tokenizer("3 + 4 = 7.\n#### 7", add_special_tokens=False).input_ids]
+    provider = WeightProvider(CounterfactualConfig(), scorer)
+    batch = provider.weights(*ids)
+    adapter = provider.metrics(batch)
+    trainer = weight_metrics(Processes(Accelerator(cpu=True)), batch, torch.ones_like(batch.weights, dtype=torch.bool))
+    assert adapter.keys() - trainer.keys() == {SCORE_SECONDS} and trainer.keys() - adapter.keys() == {WEIGHT_HISTOGRAM}
+    assert all(key.startswith("ccapo/weights/") for key in trainer) and trainer["ccapo/weights/scored_share"] == 1.0
+    assert policy_lag(5, 3) == 2.0 and policy_lag(0, None) == 0.0

@@ -61,7 +61,7 @@ def until_at_least(url: str, name: str, labels: dict[str, str], value: float, wi
     ("spans", "config", "fragment"),
     [
         (300, {}, "custom spans, over the limit of 256"),  # 600 one-character spans were once 600 rows
-        (61, {"max_spans": 256}, "over this server's limit of 60 per trace; lower config.max_spans or send fewer"),
+        (61, {"max_spans": 256}, "limit of 60 per trace (CCAPO_MAX_COUNTERFACTUALS_PER_TRACE); lower config.max_spans"),
     ],
 )
 def test_spans_beyond_the_limits_are_refused(server: str, spans: int, config: dict[str, Any], fragment: str) -> None:
@@ -78,7 +78,8 @@ def test_a_trace_over_its_feed_budget_is_refused_saying_what_to_reduce(server: s
     assert response.status_code == 422, response.text[:300]
     error = response.json()["error"]
     assert error["type"] == "invalid_trace" and error["trace_index"] == 0
-    assert "over this server's limit of 55000 per trace; probe fewer spans" in error["message"]
+    assert "over this server's limit of 55000 per trace (CCAPO_MAX_FEED_TOKENS_PER_TRACE)" in error["message"]
+    assert 'config.estimator "horizon"' in error["message"] and "probe fewer spans" in error["message"]
 
 
 def test_a_request_over_its_feed_budget_is_refused_saying_what_to_reduce(server: str) -> None:
@@ -86,7 +87,7 @@ def test_a_request_over_its_feed_budget_is_refused_saying_what_to_reduce(server:
     assert response.status_code == 422, response.text[:300]
     error = response.json()["error"]
     assert error["type"] == "invalid_request"
-    assert "limit of 600000 per request; send fewer traces" in error["message"]
+    assert "limit of 600000 per request (CCAPO_MAX_FEED_TOKENS_PER_REQUEST); send fewer traces" in error["message"]
 
 
 def test_limits_are_reported(server: str) -> None:

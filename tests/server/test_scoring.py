@@ -73,7 +73,7 @@ def test_model_info_without_a_key_when_none_is_set(
     assert info["limits"] == {
         **open_limits,
         "max_counterfactuals_per_trace": 64,
-        "max_feed_tokens_per_trace": 16384,
+        "max_feed_tokens_per_trace": 131072,
         "max_feed_tokens_per_request": 131072,
         "server_batch_tokens": 16384,
         "max_batch_tokens": 16384,  # server_batch_tokens's deprecated name

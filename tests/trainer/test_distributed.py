@@ -115,8 +115,8 @@ def test_each_process_samples_its_own_prompts_and_the_metrics_cover_both(two_pro
         assert record["accuracy"] == pytest.approx(sum(r >= 1 for r in rewards) / len(rewards), abs=1e-6)
         assert record["groups/generated"] == record["groups/kept"] == PROCESSES * PROMPTS_PER_STEP
         # the weight histogram counts every process's completion tokens
-        assert sum(record["weights/hist"]) == pytest.approx(record["completion_length/mean"] * SAMPLES_PER_STEP)
-    assert any(r["weights/scored_share"] > 0 for r in records)  # counterfactual weights, not uniform ones
+        assert sum(record["ccapo/weights/hist"]) == pytest.approx(record["completion_length/mean"] * SAMPLES_PER_STEP)
+    assert any(r["ccapo/weights/scored_share"] > 0 for r in records)  # counterfactual weights, not uniform ones
 
 
 @pytest.mark.slow  # two training processes
@@ -177,19 +177,19 @@ def test_remote_scoring_syncs_the_policy_once_per_step(word_model_dir, tmp_path)
         assert done.returncode == 0, done.stderr[-4000:]
         exposition = httpx.get(f"{url}/metrics", timeout=10).text
     records = read_metrics(tmp_path / "remote")
-    assert [r["weighting/version_lag"] for r in records] == [0.0] * STEPS  # each step scored by the last policy
+    assert [r["ccapo/policy_lag_steps"] for r in records] == [0.0] * STEPS  # each step scored by the last policy
     # One push of the starting policy (step 0), then one after each step: from the main process only (each a
     # swap started with `Prefer: respond-async`, answered 202, then polled until live).
     assert _counter(exposition, "ccapo_requests_total", route="/v1/model", method="POST", status="202") == STEPS + 1
     # Every sample of every process was scored or counted as skipped (its weights unused by the loss, or
     # an identical sample's taken), and not the global batch on each process (which would double the
     # count); beyond the samples, the server sees only each process's start-up check.
-    traces = sum(r["weights/scored_traces"] for r in records)
-    skips = ("weights/skipped_nonpositive", "weights/skipped_zero_advantage", "weights/skipped_duplicates")
+    traces = sum(r["ccapo/weights/scored_traces"] for r in records)
+    skips = [f"ccapo/weights/skipped_{why}" for why in ("nonpositive", "zero_advantage", "duplicates")]
     assert traces + sum(r[key] for r in records for key in skips) == STEPS * SAMPLES_PER_STEP
     scored = _counter(exposition, "ccapo_batch_traces_sum")
     assert traces <= scored <= traces + PROCESSES
-    assert any(r["weights/scored_share"] > 0 for r in records)
+    assert any(r["ccapo/weights/scored_share"] > 0 for r in records)
 
 
 def test_accelerate_cpu_flag_with_several_processes_is_refused(word_model_dir, tmp_path):

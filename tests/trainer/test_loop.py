@@ -34,13 +34,15 @@ def test_one_step_in_each_weighting_mode(train_config, weighting):
     assert record["step"] == 1 and record["groups/kept"] == 2 and record["update/skipped"] == 0
     assert record["grad_norm"] > 0
     for key in ("reward/mean", "accuracy", "zero_variance_share", "entropy", "loss", "completion_length/mean",
-                "weights/mean", "weights/calc_mass", "time/generate_s", "time/score_s", "scoring_overhead_pct"):
+                "ccapo/weights/mean", "ccapo/weights/calc_mass", "time/generate_s", "time/score_s",
+                "scoring_overhead_pct"):
         assert key in record, key
-    assert len(record["weights/hist"]) == 60 and sum(record["weights/hist"]) >= 8  # at least a stop token each
+    hist = record["ccapo/weights/hist"]
+    assert len(hist) == 60 and sum(hist) >= 8  # at least a stop token each
     if weighting == "uniform":
-        assert record["weights/min"] == record["weights/max"] == 1.0
+        assert record["ccapo/weights/min"] == record["ccapo/weights/max"] == 1.0
     else:
-        assert record["weights/scored_share"] > 0 and record["weights/max"] > record["weights/min"]
+        assert record["ccapo/weights/scored_share"] > 0 and record["ccapo/weights/max"] > record["ccapo/weights/min"]
     checkpoint = result.output_dir / "checkpoints" / "step-1" / "model"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "tokenizer.json").is_file()
 
@@ -122,7 +124,7 @@ def test_a_failing_scorer_leaves_uniform_weights_and_is_counted(train_config, mo
     monkeypatch.setattr(Scorer, "compute", broken)
     result = run(train_config(counterfactual={"weighting": "counterfactual"}))
     [record] = read_metrics(result.output_dir)
-    assert record["weights/failed"] == 8 and record["weights/min"] == record["weights/max"] == 1.0
+    assert record["ccapo/weights/failed"] == 8 and record["ccapo/weights/min"] == record["ccapo/weights/max"] == 1.0
     assert record["update/skipped"] == 0
 
 

@@ -29,9 +29,9 @@ def test_remote_scoring_with_a_policy_sync_every_step(train_config, word_model_d
         )
         Trainer(config, train_problems=PROBLEMS, reward_fns=REWARDS).train()
     first, second = read_metrics(config.output_dir)
-    assert first["weights/scored_share"] > 0 and second["weights/scored_share"] > 0
-    assert first["weighting/version_lag"] == 0  # the starting policy was pushed at step 0
-    assert second["weighting/version_lag"] == 0  # and loaded step 1's policy before step 2's rollouts were scored
+    assert first["ccapo/weights/scored_share"] > 0 and second["ccapo/weights/scored_share"] > 0
+    assert first["ccapo/policy_lag_steps"] == 0  # the starting policy was pushed at step 0
+    assert second["ccapo/policy_lag_steps"] == 0  # and loaded step 1's policy before step 2's rollouts were scored
     loaded = AutoModelForCausalLM.from_pretrained(sync_dir)  # the policy after the last step, as the server has it
     assert loaded.config.vocab_size == len(WORDS)
 
@@ -55,7 +55,7 @@ def test_a_policy_load_slower_than_the_client_timeout_never_stops_training(
     finally:
         server.discard()
     steps = read_metrics(config.output_dir)
-    assert len(steps) == 2 and all(step["weights/scored_share"] > 0 for step in steps)
+    assert len(steps) == 2 and all(step["ccapo/weights/scored_share"] > 0 for step in steps)
     assert "still loading the policy of step 0" in caplog.text
 
 

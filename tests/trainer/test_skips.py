@@ -22,7 +22,7 @@ from word_policy import PROBLEMS, REWARDS, WORDS
 
 from ccapo import Scorer
 
-SKIP_COUNTS = ("weights/skipped_nonpositive", "weights/skipped_zero_advantage", "weights/skipped_duplicates")
+SKIP_COUNTS = tuple(f"ccapo/weights/skipped_{why}" for why in ("nonpositive", "zero_advantage", "duplicates"))
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_identical_completions_are_scored_once_and_share_the_result(scoring_run,
     assert [len(traces) for traces in sent] == [2]
     assert scored.traces == 2 and scored.duplicates == 3
     metrics = scored.metrics(mask)
-    assert metrics["weights/scored_traces"] == 2 and metrics["weights/skipped_duplicates"] == 3
+    assert metrics["weights/scored_traces"] == 2 and metrics["weights/skipped_duplicates"] == 3  # BatchWeights' own
     assert metrics["weights/scored_share"] == 1.0  # duplicates carry their twin's weights
     assert scored.results[2] is scored.results[0] and scored.results[4] is scored.results[1]
     assert torch.equal(scored.weights[2], scored.weights[0]) and torch.equal(scored.weights[4], scored.weights[1])
@@ -145,8 +145,8 @@ def test_the_weighting_stage_skips_rows_by_advantage(scoring_run, monkeypatch):
     assert weights.traces == 2 and [r is not None for r in weights.results] == [True, False, False, True]
     assert torch.equal(weights.weights[[1, 2]], torch.ones_like(weights.weights[[1, 2]]))
     record = weighting_stage.weighting_metrics(scoring_run, weights, batch, step=1)
-    assert record["weights/skipped_nonpositive"] == 2 and record["weights/skipped_zero_advantage"] == 0
-    assert record["weights/scored_traces"] == 2
+    assert record["ccapo/weights/skipped_nonpositive"] == 2 and record["ccapo/weights/skipped_zero_advantage"] == 0
+    assert record["ccapo/weights/scored_traces"] == 2
 
 
 def score_every_row(monkeypatch):
@@ -185,11 +185,11 @@ def test_a_run_with_skips_takes_the_step_of_a_run_scoring_every_row(train_config
     (skipping, skipped_weights), (every, every_weights) = results["skips"], results["every_row"]
 
     rows = 8
-    assert every["weights/scored_traces"] == rows and all(every[key] == 0 for key in SKIP_COUNTS)
-    assert every["weights/scored_share"] == 1.0 and skipping["weights/scored_share"] < 1.0
-    assert skipping["weights/skipped_nonpositive"] >= 1  # a group's mean-centred advantages are not all positive
-    assert skipping["weights/scored_traces"] + sum(skipping[key] for key in SKIP_COUNTS) == rows
-    assert skipping["weights/scored_traces"] < rows
+    assert every["ccapo/weights/scored_traces"] == rows and all(every[key] == 0 for key in SKIP_COUNTS)
+    assert every["ccapo/weights/scored_share"] == 1.0 and skipping["ccapo/weights/scored_share"] < 1.0
+    assert skipping["ccapo/weights/skipped_nonpositive"] >= 1  # a group's mean-centred advantages are not all positive
+    assert skipping["ccapo/weights/scored_traces"] + sum(skipping[key] for key in SKIP_COUNTS) == rows
+    assert skipping["ccapo/weights/scored_traces"] < rows
     assert skipping["loss"] == pytest.approx(every["loss"], abs=1e-6)
     assert skipping["grad_norm"] == pytest.approx(every["grad_norm"], rel=1e-5)
     # Adam's first step moves each element by lr * g / (|g| + eps): where |g| is near eps, the roundoff of a
@@ -211,8 +211,8 @@ def test_groups_without_a_signal_are_not_scored_unless_the_kl_term_reads_their_w
     Trainer(config, train_problems=problems, reward_fns=REWARDS).train()
     [record] = read_metrics(config.output_dir)
     if beta == 0:
-        assert record["weights/skipped_zero_advantage"] == 8 and record["weights/scored_traces"] == 0
-        assert record["weights/failed"] == 0 and record["loss"] == 0.0
+        assert record["ccapo/weights/skipped_zero_advantage"] == 8 and record["ccapo/weights/scored_traces"] == 0
+        assert record["ccapo/weights/failed"] == 0 and record["loss"] == 0.0
     else:  # the weighted KL term reads them: scored (and here the scorer fails, so it is counted)
-        assert record["weights/skipped_zero_advantage"] == 0 and record["weights/scored_traces"] > 0
-        assert record["weights/failed"] == 8
+        assert record["ccapo/weights/skipped_zero_advantage"] == 0 and record["ccapo/weights/scored_traces"] > 0
+        assert record["ccapo/weights/failed"] == 8

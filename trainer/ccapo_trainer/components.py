@@ -53,7 +53,7 @@ class Components:
     scheduler: LRScheduler
     provider: WeightProvider  # the token weights (in-process: the policy scores; remote: a server)
     # The uniform arm's provider scores nothing, yet segmenting (no forward pass) shows where the weight
-    # mass would sit (`weights/calc_mass`); every other arm has no segmenter: one scorer per run at most.
+    # mass would sit (`ccapo/weights/calc_mass`); every other arm has no segmenter: one scorer per run at most.
     segmenter: Scorer | None
     generator: Generator
     rewards: WeightedRewards

@@ -13,11 +13,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ccapo_adapters.config import CounterfactualConfig
+from ccapo_adapters.config import SECTION, CounterfactualConfig
 
 from ccapo.config import ScoringConfig
 
-SECTION = "counterfactual"
 # Old top-level name -> its key in the section.
 FLAT_NAMES = {
     "weighting": "weighting",

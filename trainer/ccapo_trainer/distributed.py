@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env
+from ccapo_adapters.names import WEIGHT_HISTOGRAM, namespaced
 
 from ccapo_trainer.metrics import weight_histogram
 from ccapo_trainer.rollout import pad_right
@@ -144,13 +145,13 @@ class _Outcome(NamedTuple):
 
 
 def weight_metrics(processes: Processes, batch: Any, mask: torch.Tensor) -> dict[str, Any]:
-    """`batch.metrics(mask)` and the weight histogram over every process's rows.
+    """`batch.metrics(mask)` and the weight histogram over every process's rows, named as the adapters name them.
 
     `batch` is the adapters' `BatchWeights`; a process sends only its weights, mask, each row's
     status and spans, and its trace counts, and the metrics are computed from all processes' rows as one batch.
     """
     if processes.count == 1:
-        return {**batch.metrics(mask), "weights/hist": weight_histogram(batch.weights, mask)}
+        return {**namespaced(batch.metrics(mask)), WEIGHT_HISTOGRAM: weight_histogram(batch.weights, mask)}
     outcomes = [
         _Outcome(
             getattr(result, "status", None),
@@ -166,7 +167,7 @@ def weight_metrics(processes: Processes, batch: Any, mask: torch.Tensor) -> dict
     errors = [error for part in parts for error in part[3]]
     traces, duplicates = sum(part[4] for part in parts), sum(part[5] for part in parts)
     merged = type(batch)(weights, results, errors, traces=traces, duplicates=duplicates)
-    return {**merged.metrics(masks), "weights/hist": weight_histogram(weights, masks)}
+    return {**namespaced(merged.metrics(masks)), WEIGHT_HISTOGRAM: weight_histogram(weights, masks)}
 
 
 def update_metrics(processes: Processes, totals: dict[str, float]) -> dict[str, float]:

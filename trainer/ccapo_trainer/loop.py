@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccapo_adapters.names import WEIGHT_HISTOGRAM
+
 from ccapo_trainer.checkpoint import latest_checkpoint, list_checkpoints, rng_states, save_checkpoint
 from ccapo_trainer.components import Components, build_components
 from ccapo_trainer.config import TrainConfig
@@ -200,8 +202,8 @@ def _replica_checksums(run: Components, step: int) -> dict[str, Any]:
 
 def _ordered(record: dict[str, Any]) -> dict[str, Any]:
     """`step` first, the histogram last: the JSONL reads well by eye."""
-    hist = record.pop("weights/hist", None)
+    hist = record.pop(WEIGHT_HISTOGRAM, None)
     ordered = {"step": record.pop("step"), **record}
     if hist is not None:
-        ordered["weights/hist"] = hist
+        ordered[WEIGHT_HISTOGRAM] = hist
     return ordered

@@ -1,10 +1,11 @@
 """Per-step metrics: one JSON line per step in `OUTPUT_DIR/metrics.jsonl`, optionally TensorBoard too, and
 with `log_completions` one line per sampled completion in `OUTPUT_DIR/completions.jsonl`.
 
-Among the weight metrics, every sample of a step (all processes') is either scored or counted by why it
-was not: `weights/scored_traces` traces went to the scorer; `weights/skipped_duplicates` samples took an
-identical sample's result; `weights/skipped_zero_advantage` and `weights/skipped_nonpositive` samples kept
-uniform weights because the loss never reads theirs (advantage 0; advantage <= 0 under `weight_positive_only`).
+Among the weight metrics (named as in the adapters, `ccapo_adapters.names`), every sample of a step (all
+processes') is either scored or counted by why it was not: `ccapo/weights/scored_traces` traces went to the
+scorer; `ccapo/weights/skipped_duplicates` samples took an identical sample's result;
+`ccapo/weights/skipped_zero_advantage` and `ccapo/weights/skipped_nonpositive` samples kept uniform weights
+because the loss never reads theirs (advantage 0; advantage <= 0 under `weight_positive_only`).
 """
 
 from __future__ import annotations

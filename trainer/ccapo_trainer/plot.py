@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ccapo_adapters.names import WEIGHT_HISTOGRAM
 
 from ccapo_trainer.metrics import HIST_BINS, HIST_MAX, read_metrics
 
@@ -72,5 +73,7 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
 
 
 def _histogram(records: list[dict[str, Any]]) -> np.ndarray | None:
-    counts = [np.asarray(r["weights/hist"], dtype=float) for r in records if "weights/hist" in r]
+    # Runs logged before the metrics took the adapters' names call it "weights/hist".
+    hists = [r.get(WEIGHT_HISTOGRAM, r.get("weights/hist")) for r in records]
+    counts = [np.asarray(h, dtype=float) for h in hists if h is not None]
     return np.sum(counts, axis=0) if counts else None

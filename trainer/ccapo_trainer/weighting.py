@@ -32,7 +32,7 @@ def segment_only(
     config: TrainConfig,
 ) -> None:
     """Uniform weighting scores nothing; segmenting alone (no forward pass) still shows where the
-    weight mass sits, so `weights/calc_mass` compares across arms."""
+    weight mass sits, so `ccapo/weights/calc_mass` compares across arms."""
     traces = [
         {"prompt_ids": list(p), "completion_ids": row[m.bool()].tolist(), "reference_answer": answer}
         for p, row, m, answer in zip(prompts, ids, mask, answers, strict=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -64,9 +64,10 @@ class BatchWeights:
 
     Per row, `results` holds the scorer's result (None when scoring was skipped or failed) and
     `errors` says why scoring failed (None when it did not; an unscorable trace is not an error);
-    `scorer_error` is set when the scorer itself failed, not one row. `traces` counts the traces sent
-    to the scorer (one per distinct row not skipped); `duplicates` the rows that took the result of an
-    identical row's trace.
+    `scorer_error` is set when the scorer itself failed, not one row; `refused` lists the rows the
+    scorer refused as invalid (a trace over a server's limits, say), a subset of the failed ones.
+    `traces` counts the traces sent to the scorer (one per distinct row not skipped); `duplicates`
+    the rows that took the result of an identical row's trace.
     """
 
     weights: torch.Tensor
@@ -75,6 +76,8 @@ class BatchWeights:
     scorer_error: str | None = None  # the scorer itself failed (server down, ...): no row got weights
     traces: int = 0
     duplicates: int = 0
+    # Rows the scorer refused, e.g. a trace over a scoring server's limits (their errors say which).
+    refused: list[int] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -111,6 +114,7 @@ class BatchWeights:
             "weights/mean_scored_rows": _mean(self.weights[on_scored]),
             "weights/mean_unscored_rows": _mean(self.weights[mask & ~on_scored]),
             "weights/failed": float(self.failed),
+            "weights/refused": float(len(self.refused)),
             "weights/scored_traces": float(self.traces),
             "weights/skipped_duplicates": float(self.duplicates),
         }
@@ -170,7 +174,8 @@ def score_token_batch(
                 break
             row = pending.pop(index)
             batch.errors[row] = str(err)
-            logger.warning("completion %d keeps uniform weights: %s", row, err)
+            batch.refused.append(row)  # the provider logs the first refusal; `weights/refused` counts them
+            logger.debug("completion %d keeps uniform weights: %s", row, err)
             continue
         except Exception as err:
             partial = getattr(err, "results", None)  # ccapo_client.PartialScoreError: some parts were scored

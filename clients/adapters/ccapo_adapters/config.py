@@ -20,8 +20,13 @@ from ccapo_adapters.batch import Weighting, arm_scheme
 Provider = Literal["inprocess", "remote", "ray"]
 PROVIDERS: tuple[Provider, ...] = get_args(Provider)
 # Mean 1 over the reasoning, 1 where nothing was probed: the gradient keeps the stock scale. "paper"
-# reproduces the paper (mean about 2-3 on scored rows, 1.0 on unscorable ones).
+# reproduces the paper (mean about 2-3 on scored rows, 1.0 on unscorable ones). The core's own default
+# (`ccapo.WeightConfig().scheme`), which this package cannot import; tests/integrations holds the two equal.
 DEFAULT_SCHEME = "normalized"
+# The name of these settings in a training config: `ccapo train`'s section, verl's, and OpenRLHF's
+# `--counterfactual FILE` (a JSON file of the fields).
+SECTION = "counterfactual"
+_OLD_SECTION = "ccapo"  # verl's section before 0.2.0
 # Fields of the adapters' first configuration that are the scoring config's own (one release of grace).
 _SCORING_FIELDS = ("segmenter", "intervention")
 
@@ -149,6 +154,24 @@ class CounterfactualConfig(BaseModel):
         """The scoring config the scorer gets, as a dict (both scorers take one and validate it)."""
         weights = {**self.scoring.get("weights", {}), "scheme": self.weight_scheme}
         return {**self.scoring, "weights": weights}
+
+
+def section_of(config: Mapping[str, Any]) -> Any:
+    """A framework config's `counterfactual` section (empty when it has none).
+
+    The section's old name in verl's config, `ccapo`, still loads, with a FutureWarning.
+    """
+    section, old = config.get(SECTION), config.get(_OLD_SECTION)
+    if old is None:
+        return section if section is not None else {}
+    if section is not None:
+        raise ValueError(f"the config has a {SECTION!r} section and one under its old name {_OLD_SECTION!r}: keep one")
+    warnings.warn(
+        f"the config section {_OLD_SECTION!r} is now {SECTION!r} (as in ccapo train's config): rename it",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return old
 
 
 def _as_dict(value: Any) -> Any:

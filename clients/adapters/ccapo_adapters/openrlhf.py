@@ -76,7 +76,8 @@ def provider_from_env() -> WeightProvider:
     raw = os.environ.get(SETTINGS_ENV)
     if not raw:
         raise ValueError(
-            f"{SETTINGS_ENV} is not set: start training with examples/openrlhf/train_ppo_ccapo.py --ccapo SETTINGS.json"
+            f"{SETTINGS_ENV} is not set: start training with examples/openrlhf/train_ppo_ccapo.py "
+            "--counterfactual SETTINGS.json"
         )
     return provider_from_settings(json.loads(raw))
 

@@ -20,6 +20,7 @@ import torch
 
 from ccapo_adapters.batch import BatchWeights, IdRows, TraceScorer, score_token_batch
 from ccapo_adapters.config import PROVIDERS, CounterfactualConfig, Provider
+from ccapo_adapters.names import POLICY_LAG, SCORE_SECONDS, namespaced, policy_lag
 
 __all__ = ["PROVIDERS", "CounterfactualConfig", "Provider", "WeightProvider", "provider_from_settings", "save_merged"]
 
@@ -45,6 +46,7 @@ class WeightProvider:
         self.synced_step: int | None = None if config.sync_every else 0
         self.last_seconds = 0.0
         self.outage: str | None = None  # the scorer's error while it fails, None while it answers
+        self.refusal_logged = False  # whether a row the scorer refused was logged (once per run)
         self.pending_swap: tuple[Any, int] | None = None  # a push still loading on the scorer, and its step
         self.live_model: str | None = None  # what the scorer serves, as it names it (a push: its path)
 
@@ -163,7 +165,16 @@ class WeightProvider:
         return batch
 
     def _note_outage(self, batch: BatchWeights) -> None:
-        """One warning when the scorer starts failing and one when it answers again, not one per step."""
+        """One warning when the scorer starts failing and one when it answers again, not one per step; one
+        warning, for the whole run, the first time the scorer refuses a row."""
+        if batch.refused and not self.refusal_logged:
+            row = batch.refused[0]
+            logger.warning(
+                "the scorer refused a completion, which keeps uniform weights (%s); ccapo/weights/refused counts "
+                "such rows per step, and this is logged once",
+                batch.errors[row],
+            )
+            self.refusal_logged = True
         if batch.scorer_error:
             if self.outage is None:
                 logger.warning(
@@ -179,15 +190,16 @@ class WeightProvider:
     def metrics(
         self, batch: BatchWeights, mask: torch.Tensor | None = None, step: int | None = None
     ) -> dict[str, float]:
-        """Weight statistics, scoring time and (for a server) the policy lag, keyed "ccapo/...".
+        """Weight statistics, scoring time and (for a server) the policy lag, keyed "ccapo/..." (`names`).
 
-        `policy_lag_steps` counts optimizer steps since the scorer last loaded the policy: with
-        `sync_every` 0 the scorer keeps its starting model and the lag grows with training.
+        `step` is the optimizer updates the policy that generated the batch had; the lag counts those
+        since the scorer last loaded the policy: with `sync_every` 0 the scorer keeps its starting
+        model and the lag grows with training.
         """
-        metrics = {f"ccapo/{key}": value for key, value in batch.metrics(mask).items()}
-        metrics["ccapo/score_seconds"] = self.last_seconds
+        metrics = namespaced(batch.metrics(mask))
+        metrics[SCORE_SECONDS] = self.last_seconds
         if self.config.provider != "inprocess" and self.config.scores and step is not None:
-            metrics["ccapo/policy_lag_steps"] = float(step - (self.synced_step or 0))
+            metrics[POLICY_LAG] = policy_lag(step, self.synced_step)
         return metrics
 
     def sync_due(self, step: int) -> bool:

@@ -48,7 +48,8 @@ class CounterfactualGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer` whose per-token loss is weighted by counterfactual span importance.
 
     Takes GRPOTrainer's arguments plus `counterfactual` (a `CounterfactualConfig`; default: the
-    paper's weighting, scored in-process by the policy) or a ready `weight_provider`. Weights are
+    counterfactual arm with the "normalized" scheme, mean weight 1, scored in-process by the policy;
+    `CounterfactualConfig(scheme="paper")` gives the paper's weights) or a ready `weight_provider`. Weights are
     computed once per generation batch in training (evaluation losses stay unweighted) and logged
     through TRL's metrics as "ccapo/weights/mean", "ccapo/score_seconds", ...
     """

@@ -35,6 +35,7 @@ from tensordict import TensorDict
 from verl.plugin.platform import get_platform
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync, register_trainer
 
+from ccapo_adapters.config import section_of
 from ccapo_adapters.placement import check_groups_fit, free_per_node
 from ccapo_adapters.provider import WeightProvider, provider_from_settings
 from ccapo_adapters.verl import fill_token_weights, weight_advantages, weight_response_rows
@@ -46,7 +47,7 @@ ROW_FIELDS = ["prompts", "responses", "response_mask", "advantages"]
 
 
 def provider_from_config(section: Mapping[str, Any] | DictConfig) -> WeightProvider:
-    """The provider a config's `ccapo` section describes (`provider_from_settings`)."""
+    """The provider a config's `counterfactual` section describes (`provider_from_settings`)."""
     settings = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else section
     return provider_from_settings(settings)
 
@@ -93,7 +94,7 @@ class CounterfactualAdvantage:
     def init(self) -> None:
         super().init()
         if self.weight_provider is None:
-            self.weight_provider = provider_from_config(self.config.get("ccapo") or {})
+            self.weight_provider = provider_from_config(section_of(self.config))
 
     def _init_resource_pool_mgr(self) -> None:
         super()._init_resource_pool_mgr()

@@ -34,7 +34,7 @@ def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monke
         records = read_metrics(tmp_path / "out" / "seed0" / arm)
         assert [r["step"] for r in records] == [0, 1, 2]
         assert all("eval/accuracy" in r for r in records)
-        assert records[1]["weights/span_mass"] >= records[1]["weights/calc_mass"] >= 0
+        assert records[1]["ccapo/weights/span_mass"] >= records[1]["ccapo/weights/calc_mass"] >= 0
     weighted = read_metrics(tmp_path / "out" / "seed0" / "counterfactual")[1]
     assert weighted["time/score_s"] > 0
     report = (tmp_path / "out" / "report.md").read_text()
@@ -53,8 +53,8 @@ def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monke
 
 def test_summary_statistics_on_known_curves():
     def run(points, calc=0.5):
-        return [{"step": s, "eval/accuracy": a, "time/step_s": 1.0, "weights/calc_mass": calc,
-                 "weights/span_mass": calc + 0.1, "scoring_overhead_pct": 10.0} for s, a in points]
+        return [{"step": s, "eval/accuracy": a, "time/step_s": 1.0, "ccapo/weights/calc_mass": calc,
+                 "ccapo/weights/span_mass": calc + 0.1, "scoring_overhead_pct": 10.0} for s, a in points]
 
     runs = {
         "uniform": {0: run([(0, 0.2), (10, 0.3), (20, 0.4)]), 1: run([(0, 0.2), (10, 0.3), (20, 0.6)])},

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from ccapo_adapters import BatchWeights
+from ccapo_adapters.names import POLICY_LAG, policy_lag
 
 from ccapo_trainer.components import Components
 from ccapo_trainer.distributed import weight_metrics
@@ -59,10 +60,11 @@ def weighting_metrics(run: Components, weights: BatchWeights, batch: StepBatch, 
     if run.provider.scorer is not None:  # the uniform arm scores nothing, so it skips nothing
         skipped = [int(rows.sum()) for rows in unused_weight_rows(batch.advantages, run.config.loss)]
     nonpositive, zero = run.processes.values(skipped).sum(0).tolist()
-    record["weights/skipped_nonpositive"], record["weights/skipped_zero_advantage"] = nonpositive, zero
-    if run.provider.config.provider == "remote" and run.provider.config.scores:  # rollouts: policy after step - 1
-        # None: the first push is still loading (a slow swap), so the server runs the model it started with.
-        record["weighting/version_lag"] = float(max(step - 1 - (run.provider.synced_step or 0), 0))
+    record["ccapo/weights/skipped_nonpositive"], record["ccapo/weights/skipped_zero_advantage"] = nonpositive, zero
+    if run.provider.config.provider == "remote" and run.provider.config.scores:
+        # Step `step`'s rollouts come from the policy after step - 1 updates. synced_step None: the first
+        # push is still loading (a slow swap), so the server runs the model it started with.
+        record[POLICY_LAG] = policy_lag(step - 1, run.provider.synced_step)
     return record
 
 

@@ -165,8 +165,8 @@ def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], config: Experime
             "steps_to_uniform_final": _first_reaching(curves[arm], target) if target is not None else None,
             "run_mean_accuracy": statistics.fmean(means[arm].values()),
             "vs_uniform": _paired_with_uniform(final, means, arm) if paired else None,
-            "calc_mass": _mean(records, "weights/calc_mass"),
-            "filler_mass": _mean_of(records, lambda r: r["weights/span_mass"] - r["weights/calc_mass"]),
+            "calc_mass": _mean(records, "ccapo/weights/calc_mass"),
+            "filler_mass": _mean_of(records, lambda r: r["ccapo/weights/span_mass"] - r["ccapo/weights/calc_mass"]),
             "scoring_overhead_pct": _mean(records, "scoring_overhead_pct"),
             "step_seconds": _mean(records, "time/step_s"),
         }
@@ -305,7 +305,7 @@ def _mean(records: list[dict[str, Any]], key: str) -> float | None:
 
 
 def _mean_of(records: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> float | None:
-    values = [value(r) for r in records if "weights/span_mass" in r]
+    values = [value(r) for r in records if "ccapo/weights/span_mass" in r]
     return statistics.fmean(values) if values else None
 
 

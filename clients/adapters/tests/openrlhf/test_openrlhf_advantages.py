@@ -174,7 +174,7 @@ def test_the_maker_builds_its_provider_from_the_runtime_env(openrlhf_modules, se
     monkeypatch.setenv(SETTINGS_ENV, json.dumps({"provider": "remote", "server_url": server_url, "scoring": {"x": 1}}))
     with pytest.raises(ValueError, match="x"):  # the server rejects the scoring config when the maker is built
         provider_from_env()
-    settings = json.loads((RECIPE / "ccapo.json").read_text())
+    settings = json.loads((RECIPE / "counterfactual.json").read_text())
     # The recipe's settings, over HTTP (its alternative to the Ray Serve app) and without policy sync.
     http = {**settings, "provider": "remote", "server_url": server_url, "sync_every": 0}
     monkeypatch.setenv(SETTINGS_ENV, json.dumps(http))

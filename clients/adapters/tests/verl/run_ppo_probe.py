@@ -54,8 +54,8 @@ config = verl_config(
     "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
     "transfer_queue.backend.SimpleStorage.total_storage_size=1000",
     "+ray_kwargs.ray_init.include_dashboard=false",
-    "+ccapo.provider=remote",
-    f"+ccapo.server_url={SERVER_URL}",
-    "+ccapo.sync_every=0",
+    "+counterfactual.provider=remote",
+    f"+counterfactual.server_url={SERVER_URL}",
+    "+counterfactual.sync_every=0",
 )
 run_ppo(config, task_runner_class=ProbeTaskRunner)

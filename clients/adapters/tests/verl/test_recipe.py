@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "verl"
-OURS = {"hydra", "defaults", "ccapo"}
+OURS = {"hydra", "defaults", "counterfactual"}
 
 
 def leaves(node, prefix: str = "") -> list[str]:
@@ -36,7 +36,7 @@ def known(config, key: str) -> bool:
 
 def recipe(*overrides: str):
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
-        return compose("ccapo_grpo_gsm8k", overrides=["ccapo.sync_dir=/tmp/ccapo-sync", *overrides])
+        return compose("ccapo_grpo_gsm8k", overrides=["counterfactual.sync_dir=/tmp/ccapo-sync", *overrides])
 
 
 def script_overrides(**gpus: int) -> list[str]:
@@ -89,19 +89,19 @@ def test_the_config_alone_passes_verls_validation():
 def test_the_recipe_scores_through_the_ray_app_the_scorer_command_deploys():
     config = recipe()
     assert config.trainer.use_v1 and config.trainer.v1.trainer_mode == "ccapo_sync"
-    assert config.ccapo.provider == "ray" and config.ccapo.ray_app == "ccapo"
+    assert config.counterfactual.provider == "ray" and config.counterfactual.ray_app == "ccapo"
     script = (RECIPE / "run_gsm8k_grpo.sh").read_text()
     assert "serve --ray --detach" in script and "CUDA_VISIBLE_DEVICES" not in script
     assert "worker_process_setup_hook" not in OmegaConf.to_yaml(config)  # the task runner registers ccapo
 
 
 def test_the_recipe_over_http_has_a_working_provider(server_url, model_root):
-    config = recipe("ccapo.provider=remote")
+    config = recipe("counterfactual.provider=remote")
     with open_dict(config):
-        config.ccapo.server_url = server_url
-        config.ccapo.admin_key = "admin"
-        config.ccapo.sync_dir = str(model_root / "recipe-sync")
-    provider = provider_from_config(config.ccapo)  # checks the server, the scoring config and sync access
+        config.counterfactual.server_url = server_url
+        config.counterfactual.admin_key = "admin"
+        config.counterfactual.sync_dir = str(model_root / "recipe-sync")
+    provider = provider_from_config(config.counterfactual)  # checks the server, the scoring config and sync access
     assert provider.config.sync_every == 10
 
 
@@ -126,4 +126,4 @@ def test_run_ppo_builds_the_ccapo_trainer_in_its_task_runner_without_a_setup_hoo
     built = json.loads(report.read_text())
     assert "ccapo_adapters.verl_trainer" not in built["imported_at_start"]  # nothing of ccapo ran at worker start
     assert built["trainer"] == "CounterfactualPPOTrainerSync" and built["mode"] == "sync"
-    assert built["provider_model"]  # the provider it built from the config's ccapo section answers
+    assert built["provider_model"]  # the provider it built from the config's counterfactual section answers
