@@ -89,7 +89,7 @@ def test_the_recipes_ray_provider_scores_through_openrlhfs_ray(cluster, tokenize
     import ray
 
     assert ray.__version__ == "2.55.0"  # OpenRLHF 0.11.2's pin, with the serve extra
-    settings = json.loads((RECIPE / "ccapo.json").read_text())
+    settings = json.loads((RECIPE / "counterfactual.json").read_text())
     sync_dir = model_root / "openrlhf-ray-sync"
     provider = provider_from_settings({**settings, "admin_key": "admin", "sync_dir": str(sync_dir)})
     prompts, completions = encode(tokenizer, PROMPTS), encode(tokenizer, COMPLETIONS)
