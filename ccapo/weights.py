@@ -54,12 +54,15 @@ def compute_token_weights(
     tokens: Sequence[str],
     config: WeightConfig,
     seed_key: int = 0,
+    calculations: Sequence[tuple[int, int]] = (),
 ) -> list[float]:
     """Per-token loss weights for one completion of `n_tokens` tokens.
 
     Tokens [0, reasoning_end) are reasoning, [reasoning_end, answer_end) the answer region and
     [answer_end, n_tokens) trailing EOS/padding. `spans` are (token_start, token_end, drop) over
     reasoning tokens; `tokens` are the token strings, used to spot formatting-only tokens.
+    `calculations` are token ranges of arithmetic spans, whose tokens are never formatting: there
+    `*`, `-` and `=` are operators and keep their span's weight.
 
     Schemes:
     - "paper" (docs/method.md, step 6): raw = base_importance + drop / |span| on span tokens;
@@ -97,6 +100,8 @@ def compute_token_weights(
     else:
         importance = _ranked_importance(config.base_importance + drops, config.scheme == "inverted")
     formatting = np.array([_is_formatting(t) for t in tokens[:reasoning_end]], dtype=bool)
+    for start, end in calculations:
+        formatting[start:end] = False
     importance[formatting] *= config.format_factor
     weights[:reasoning_end] = config.min_weight + (config.boost - config.min_weight) * importance
     weights[reasoning_end:answer_end] = config.answer_weight
