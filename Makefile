@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-main test-verl test-openrlhf lint bench setup setup-all clean verl-env openrlhf-env
+.PHONY: run test test-main test-verl test-openrlhf test-paper lint bench setup setup-all clean verl-env openrlhf-env \
+	aligntune-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,16 +63,30 @@ $(OPENRLHF_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
 
 openrlhf-env: $(OPENRLHF_STAMP)
 
+# The authors' released code (aligntune 0.1.28, the paper's CounterfactualGRPOTrainer) pins trl==1.7.1 and pulls
+# CUDA-only and unrelated packages: its own environment, aligntune without its dependencies, plus what its
+# counterfactual functions import (trl 1.7.1, peft, datasets) and ccapo itself, for the parity test and
+# bench/paper_parity.py. httpx: tests/conftest.py's live server.
+ALIGNTUNE_VENV := .venv-aligntune
+ALIGNTUNE_STAMP := $(ALIGNTUNE_VENV)/.installed
+$(ALIGNTUNE_STAMP): pyproject.toml
+	$(call fresh_venv,$(ALIGNTUNE_VENV))
+	$(ALIGNTUNE_VENV)/bin/pip install --quiet --no-deps aligntune==0.1.28
+	$(ALIGNTUNE_VENV)/bin/pip install --quiet trl==1.7.1 peft datasets pytest httpx -e .
+	touch $@
+
+aligntune-env: $(ALIGNTUNE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
-setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(ALIGNTUNE_STAMP)
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
 # more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
-test: lint test-main test-verl test-openrlhf
+test: lint test-main test-verl test-openrlhf test-paper
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
@@ -85,6 +100,10 @@ test-verl: $(STAMP) $(VERL_STAMP)
 test-openrlhf: $(STAMP) $(OPENRLHF_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 \
 		clients/adapters/tests/openrlhf
+
+# The "aligntune" preset against the authors' own functions, on the same token ids (under a minute).
+test-paper: $(ALIGNTUNE_STAMP)
+	$(ALIGNTUNE_VENV)/bin/python -m pytest -q --durations=15 tests/paper
 
 # The documentation site, offline, into site/ (open site/index.html); --strict fails on a broken link or page.
 .PHONY: docs

@@ -104,7 +104,7 @@ def authors(module: Any, model: Any, tokenizer: PreTrainedTokenizerBase, trace: 
 
     sys.settrace(on_call)
     try:
-        importance, _ = module.compute_batched_counterfactual_importance(model, tokenizer, ids, prompt_len, max_spans=10)
+        importance, _ = module.compute_batched_counterfactual_importance(model, tokenizer, ids, prompt_len, 10)
     finally:
         sys.settrace(None)
     weights = module.compute_soft_weights(
@@ -171,8 +171,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = [compare(t, o) for t, o in zip(theirs, ccapo_side(scorer, traces, config), strict=True)]
         for label, pick in (("all", rows), ("with end of turn", rows[1::2])):
             n = len(pick)
+            spans, answers = sum(r["spans"] for r in pick), sum(r["answer"] for r in pick)
             print(
-                f"| {name} | {label} ({n}) | {sum(r['spans'] for r in pick)}/{n} | {sum(r['answer'] for r in pick)}/{n} "
+                f"| {name} | {label} ({n}) | {spans}/{n} | {answers}/{n} "
                 f"| {max(r['drop_diff'] for r in pick):.1e} | {max(r['weight_diff'] for r in pick):.2f} "
                 f"| {np.mean([r['corr'] for r in pick]):.2f} ({min(r['corr'] for r in pick):.2f}) "
                 f"| {np.mean([r['mean_theirs'] for r in pick]):.2f} / {np.mean([r['mean_ours'] for r in pick]):.2f} |"

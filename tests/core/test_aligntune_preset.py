@@ -33,7 +33,7 @@ def test_the_preset_fixes_the_authors_rules_and_defaults_to_their_mapping() -> N
     assert ScoringConfig(preset="aligntune", weights={"scheme": "inverted"}).weights.scheme == "inverted"
     assert ScoringConfig(preset="aligntune", weights=WeightConfig(boost=3.0)).weights.scheme == "paper"
     assert ScoringConfig.model_validate(PRESET.model_dump()) == PRESET
-    with pytest.raises(ValidationError, match="fixes intervention to 'pad'.*remove intervention"):
+    with pytest.raises(ValidationError, match=r"fixes intervention to 'pad'.*remove intervention"):
         ScoringConfig(preset="aligntune", intervention="delete")
     with pytest.raises(ValidationError, match="fixes segmenter"):
         ScoringConfig(preset="aligntune", segmenter="sentence")
@@ -67,7 +67,7 @@ def test_the_answer_window_prefers_final_answer_and_its_first_occurrence(tokeniz
 def test_the_preset_scores_the_authors_window_with_the_pad_id(llama, tokenizer) -> None:
     scorer = Scorer(llama, tokenizer)
     completion = "First 3 + 4 = 7 apples are here now.\nThen we add 7 + 5 = 12 more.\n#### 12"
-    ids = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = [*tokenizer(completion, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
     trace = {"prompt_ids": [1, 2, 3], "completion_ids": ids}
     [prepared] = scorer.prepare([trace], PRESET)
     p = prepared.plan
