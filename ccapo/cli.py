@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ccapo.config import ScoringConfig
+from ccapo.config import PRESETS, ScoringConfig
 from ccapo.estimators import ESTIMATORS
 from ccapo.interventions import INTERVENTIONS
 from ccapo.scorer import Scorer, TraceError
@@ -147,23 +147,31 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _scoring_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scoring")
-    group.add_argument("--segmenter", choices=SEGMENTERS, default="calc")
-    group.add_argument("--intervention", choices=INTERVENTIONS, default=ScoringConfig().intervention)
-    group.add_argument("--target", choices=("completion", "reference"), default="completion")
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help='"aligntune": what the authors\' released code computes (their segmenter, answer window, pad-id '
+        "mask and weights); it fixes --segmenter, --intervention, --target and --placeholder",
+    )
+    # Unset flags stay out of the config, so its defaults (or the preset's) apply.
+    group.add_argument("--segmenter", choices=SEGMENTERS, help="default: calc")
+    group.add_argument("--intervention", choices=INTERVENTIONS, help=f"default: {ScoringConfig().intervention}")
+    group.add_argument("--target", choices=("completion", "reference"), help="default: completion")
     group.add_argument("--max-spans", type=int, default=10)
     group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
-    group.add_argument("--scheme", choices=SCHEMES, default="paper", help="token weight scheme")
+    group.add_argument("--scheme", choices=SCHEMES, help="token weight scheme (default: the weight config's)")
 
 
 def _config(args: argparse.Namespace) -> ScoringConfig:
-    return ScoringConfig(
-        segmenter=args.segmenter,
-        intervention=args.intervention,
-        target=args.target,
-        max_spans=args.max_spans,
-        placeholder=args.placeholder,
-        weights={"scheme": args.scheme},
-    )
+    given = {name: getattr(args, name) for name in ("preset", "segmenter", "intervention", "target", "placeholder")}
+    try:
+        return ScoringConfig(
+            **{name: value for name, value in given.items() if value is not None},
+            max_spans=args.max_spans,
+            weights={"scheme": args.scheme} if args.scheme else {},
+        )
+    except ValidationError as err:  # e.g. --preset with an --intervention it fixes
+        raise SystemExit(f"ccapo: error: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def _load(args: argparse.Namespace) -> Scorer:

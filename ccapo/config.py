@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,6 +17,7 @@ from ccapo.weights import WeightConfig
 MAX_SPANS = 256
 
 Preset = Literal["aligntune"]
+PRESETS: tuple[str, ...] = get_args(Preset)
 # What the "aligntune" preset fixes: the authors' segmenter, answer window and mask token (the pad id)
 # replace these fields, so any other value would be silently ignored; it is an error instead.
 _PRESET_FIXED = {"segmenter": "calc", "intervention": "pad", "target": "completion", "placeholder": None}
