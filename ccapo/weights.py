@@ -67,7 +67,7 @@ def compute_token_weights(
     Schemes:
     - "paper" (docs/method.md, step 6): raw = base_importance + drop / |span| on span tokens;
       min-max normalized over the reasoning into importance in [0.5, 1] (all equal: 0.5);
-      formatting-only tokens get importance x format_factor; w = min_weight + (boost -
+      formatting-only tokens outside `calculations` get importance x format_factor; w = min_weight + (boost -
       min_weight) * importance; answer tokens answer_weight; padding 1; with `conservation`
       the non-padding weights are rescaled to mean 1.
     - "inverted": as "paper" with the normalized order reversed (importance 0.5 + (1 - norm) / 2);
