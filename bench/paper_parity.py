@@ -60,7 +60,7 @@ class Outcome:
 def parity_traces(tokenizer: PreTrainedTokenizerBase, n: int = 10) -> list[IdTrace]:
     """The bundled examples, then gold gsm_symbolic solutions, as chat-template ids; each without and
     with the end-of-turn token."""
-    texts = [*load_examples(), *gsm_traces(max(0, n - 4))][:n]
+    texts = [*load_examples(), *(gsm_traces(n - 4) if n > 4 else [])][:n]
     traces = []
     for k, trace in enumerate(texts):
         messages = [{"role": "user", "content": trace.prompt}] if isinstance(trace.prompt, str) else trace.prompt
