@@ -19,8 +19,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-main test-verl test-openrlhf test-gpu-bundle lint bench setup setup-all clean verl-env openrlhf-env \
-	gpu-bundle ray-min-env openapi-client-env
+.PHONY: run test test-main test-verl test-openrlhf test-paper test-gpu-bundle lint bench setup setup-all clean verl-env \
+	openrlhf-env aligntune-env gpu-bundle ray-min-env openapi-client-env
 
 $(BIN)/python:
 	@$(PYTHON) -c '$(PY_OK)' 2>/dev/null || { echo "ccapo needs Python 3.11 or newer, and PYTHON='$(PYTHON)'" \
@@ -105,16 +105,30 @@ $(OPENAPI_STAMP):
 
 openapi-client-env: $(OPENAPI_STAMP)
 
+# The authors' released code (aligntune 0.1.28, the paper's CounterfactualGRPOTrainer) pins trl==1.7.1 and pulls
+# CUDA-only and unrelated packages: its own environment, aligntune without its dependencies, plus what its
+# counterfactual functions import (trl 1.7.1, peft, datasets) and ccapo itself, for the parity test and
+# bench/paper_parity.py. httpx: tests/conftest.py's live server.
+ALIGNTUNE_VENV := .venv-aligntune
+ALIGNTUNE_STAMP := $(ALIGNTUNE_VENV)/.installed
+$(ALIGNTUNE_STAMP): pyproject.toml
+	$(call fresh_venv,$(ALIGNTUNE_VENV))
+	$(ALIGNTUNE_VENV)/bin/pip install --quiet --no-deps aligntune==0.1.28
+	$(ALIGNTUNE_VENV)/bin/pip install --quiet trl==1.7.1 peft datasets pytest httpx -e .
+	touch $@
+
+aligntune-env: $(ALIGNTUNE_STAMP)
+
 run: $(STAMP)
 	$(BIN)/ccapo serve
 
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
-setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP) $(OPENAPI_STAMP)
+setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP) $(OPENAPI_STAMP) $(ALIGNTUNE_STAMP)
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
 # more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
-test: lint test-main test-verl test-openrlhf test-gpu-bundle
+test: lint test-main test-verl test-openrlhf test-paper test-gpu-bundle
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
@@ -141,6 +155,10 @@ test-gpu-bundle: $(STAMP)
 gpu-bundle: $(STAMP)
 	$(BIN)/python bench/gpu_bundle.py --dest gpu-bundle
 
+# The "aligntune" preset against the authors' own functions, on the same token ids (under a minute).
+test-paper: $(ALIGNTUNE_STAMP)
+	$(ALIGNTUNE_VENV)/bin/python -m pytest -q --durations=15 tests/paper
+
 # The documentation site, offline, into site/ (open site/index.html); --strict fails on a broken link or page.
 .PHONY: docs
 docs: $(STAMP)
@@ -162,5 +180,5 @@ bench: $(STAMP)
 	$(BIN)/ccapo bench
 
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(RAY_MIN_VENV) $(OPENAPI_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info \
+	rm -rf $(VENV) $(VERL_VENV) $(OPENRLHF_VENV) $(RAY_MIN_VENV) $(OPENAPI_VENV) $(ALIGNTUNE_VENV) build dist *.egg-info clients/*/build clients/*/*.egg-info \
 		gpu-bundle

@@ -11,7 +11,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from ccapo.config import ScoringConfig
+from ccapo.config import PRESETS, ScoringConfig
 from ccapo.interventions import INTERVENTIONS
 from ccapo.weights import Scheme
 
@@ -28,16 +28,23 @@ HORIZON_KNOBS = (
 
 def scoring_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scoring")
-    group.add_argument("--segmenter", choices=SEGMENTERS, default=_DEFAULTS.segmenter)
-    group.add_argument("--intervention", choices=INTERVENTIONS, default=_DEFAULTS.intervention)
-    group.add_argument("--target", choices=("completion", "reference"), default=_DEFAULTS.target)
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help='"aligntune": what the authors\' released code computes (their segmenter, answer window, pad-id '
+        "mask and weights); it fixes --segmenter, --intervention, --target and --placeholder",
+    )
+    # Unset flags stay out of the config, so its defaults (or the preset's) apply.
+    group.add_argument("--segmenter", choices=SEGMENTERS, help=f"default: {_DEFAULTS.segmenter}")
+    group.add_argument("--intervention", choices=INTERVENTIONS, help=f"default: {_DEFAULTS.intervention}")
+    group.add_argument("--target", choices=("completion", "reference"), help=f"default: {_DEFAULTS.target}")
     group.add_argument("--max-spans", type=int, default=_DEFAULTS.max_spans)
     group.add_argument("--placeholder", help='"pad" intervention: replacement token text')
     group.add_argument(
         "--scheme",
         choices=SCHEMES,
-        default=_DEFAULTS.weights.scheme,
-        help=f'token weight scheme (default {_DEFAULTS.weights.scheme}: mean weight 1; "paper": the paper\'s mapping)',
+        help=f'token weight scheme (default {_DEFAULTS.weights.scheme}: mean weight 1; "paper": the paper\'s mapping; '
+        'under --preset aligntune: "paper")',
     )
 
 
@@ -62,14 +69,11 @@ def estimator_args(parser: argparse.ArgumentParser) -> None:
 
 
 def scoring_config(args: argparse.Namespace) -> ScoringConfig:
-    fields: dict[str, Any] = {
-        "segmenter": args.segmenter,
-        "intervention": args.intervention,
-        "target": args.target,
-        "max_spans": args.max_spans,
-        "placeholder": args.placeholder,
-        "weights": {"scheme": args.scheme},
-    }
+    given = {name: getattr(args, name) for name in ("preset", "segmenter", "intervention", "target", "placeholder")}
+    fields: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    fields["max_spans"] = args.max_spans
+    if args.scheme:
+        fields["weights"] = {"scheme": args.scheme}
     if hasattr(args, "drop_estimator"):
         fields["estimator"] = args.drop_estimator
         for name, _, _ in HORIZON_KNOBS:

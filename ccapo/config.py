@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +15,12 @@ from ccapo.weights import WeightConfig
 
 # Each probed span costs one forward-pass row: the most any trace may have, custom spans included.
 MAX_SPANS = 256
+
+Preset = Literal["aligntune"]
+PRESETS: tuple[str, ...] = get_args(Preset)
+# What the "aligntune" preset fixes: the authors' segmenter, answer window and mask token (the pad id)
+# replace these fields, so any other value would be silently ignored; it is an error instead.
+_PRESET_FIXED = {"segmenter": "calc", "intervention": "pad", "target": "completion", "placeholder": None}
 
 
 class ScoringConfig(BaseModel):
@@ -27,6 +34,13 @@ class ScoringConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    preset: Preset | None = Field(
+        None,
+        description='"aligntune": what the authors\' released code (aligntune 0.1.28) computes on the same token '
+        "ids: their segmenter, answer window, mask token (the pad id) and weight mapping (docs/method.md). "
+        "max_spans, the span lengths, the estimator and the weight settings stay yours; the weight scheme "
+        'defaults to "paper" (their counterfactual mode)',
+    )
     segmenter: SegmenterName = "calc"
     intervention: Intervention = "delete"
     target: Literal["completion", "reference"] = Field(
@@ -66,6 +80,32 @@ class ScoringConfig(BaseModel):
         0, ge=0, description='"horizon": spans per trace then scored exactly, largest estimated |drop| first'
     )
     weights: WeightConfig = Field(default_factory=WeightConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """A preset fills in the fields it fixes and the "paper" scheme; a contradicting value is an error."""
+        if not isinstance(data, Mapping) or data.get("preset") is None:
+            return data
+        data = dict(data)
+        for name, value in _PRESET_FIXED.items():
+            if data.get(name, value) != value:
+                raise ValueError(
+                    f'preset {data["preset"]!r} fixes {name} to {value!r} (the authors\' rule), so {name}='
+                    f"{data[name]!r} would be ignored: remove {name}, or drop the preset"
+                )
+            data[name] = value
+        weights = data.get("weights")
+        if isinstance(weights, WeightConfig):
+            scheme_set = "scheme" in weights.model_fields_set
+            weights = weights.model_dump()
+        else:
+            weights = dict(weights or {})
+            scheme_set = "scheme" in weights
+        if not scheme_set:
+            weights["scheme"] = "paper"
+        data["weights"] = weights
+        return data
 
     @model_validator(mode="after")
     def _lengths(self) -> ScoringConfig:

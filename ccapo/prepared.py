@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from transformers import PreTrainedTokenizerBase
 
+from ccapo import aligntune
 from ccapo.jobs import EngineJob
 from ccapo.result import AnswerRegion
 from ccapo.spans import TokenSpan
@@ -34,6 +35,7 @@ class PreparedTrace:
     spans: tuple[TokenSpan, ...] = ()
     job: EngineJob | None = None
     reason: str | None = None
+    plan: aligntune.Plan | None = None  # the "aligntune" preset's decisions, which its weights need
 
     @property
     def counterfactuals(self) -> int:

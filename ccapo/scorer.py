@@ -20,6 +20,7 @@ import torch
 from pydantic import ValidationError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ccapo import aligntune
 from ccapo.answer import MARKERS, find_answer, reference_answer_text
 from ccapo.config import MAX_SPANS, ScoringConfig
 from ccapo.engine import Engine
@@ -234,6 +235,11 @@ class Scorer:
             raise TraceError(index, 'segmenter="custom" needs spans on every trace')
         if not completion_ids:
             return PreparedTrace(completion, tokens, reason="the completion is empty")
+        if config.preset is not None:
+            if trace.spans is not None:
+                raise TraceError(index, f"preset {config.preset!r} segments by the authors' rule: remove the spans")
+            pre = aligntune.prepare(self.tokenizer, prompt_ids, completion_ids, completion, offsets, config)
+            return PreparedTrace(completion, tokens, pre.answer, pre.spans, pre.job, pre.reason, pre.plan)
 
         location = find_answer(completion, self.tokenizer.all_special_tokens)
         if location is not None:
@@ -320,12 +326,13 @@ class Scorer:
 
     def result(self, prepared: PreparedTrace, scores: JobScores | None, config: ScoringConfig) -> TraceImportance:
         """The `TraceImportance` of a prepared trace from its engine scores (None: unscorable)."""
+        plan, seed_key = prepared.plan, zlib.crc32(prepared.completion.encode())
         if scores is None:
             return TraceImportance(
                 status="unscorable",
                 completion=prepared.completion,
                 tokens=prepared.tokens,
-                token_weights=[1.0] * len(prepared.tokens),
+                token_weights=plan.weights([], config.weights, seed_key) if plan else [1.0] * len(prepared.tokens),
                 reason=prepared.reason,
                 target=config.target,
             )
@@ -355,7 +362,9 @@ class Scorer:
             answer=prepared.answer,
             target=config.target,
         )
-        result.token_weights = token_weights(result, config.weights)
+        drops = [s.drop for s in spans]
+        weights = plan.weights(drops, config.weights, seed_key) if plan else token_weights(result, config.weights)
+        result.token_weights = weights
         return result
 
 
@@ -377,6 +386,7 @@ def token_weights(importance: TraceImportance, config: WeightConfig | Mapping[st
         tokens=importance.tokens,
         config=config,
         seed_key=zlib.crc32(importance.completion.encode()),
+        calculations=[(s.token_start, s.token_end) for s in importance.spans if s.kind == "calc"],
     )
 
 

@@ -56,17 +56,20 @@ def compute_token_weights(
     tokens: Sequence[str],
     config: WeightConfig,
     seed_key: int = 0,
+    calculations: Sequence[tuple[int, int]] = (),
 ) -> list[float]:
     """Per-token loss weights for one completion of `n_tokens` tokens.
 
     Tokens [0, reasoning_end) are reasoning, [reasoning_end, answer_end) the answer region and
     [answer_end, n_tokens) trailing EOS/padding. `spans` are (token_start, token_end, drop) over
     reasoning tokens; `tokens` are the token strings, used to spot formatting-only tokens.
+    `calculations` are token ranges of arithmetic spans, whose tokens are never formatting: there
+    `*`, `-` and `=` are operators and keep their span's weight.
 
     Schemes:
     - "paper" (docs/method.md, step 6): raw = base_importance + drop / |span| on span tokens;
       min-max normalized over the reasoning into importance in [0.5, 1] (all equal: 0.5);
-      formatting-only tokens get importance x format_factor; w = min_weight + (boost -
+      formatting-only tokens outside `calculations` get importance x format_factor; w = min_weight + (boost -
       min_weight) * importance; answer tokens answer_weight; padding 1; with `conservation`
       the non-padding weights are rescaled to mean 1.
     - "inverted": as "paper" with the normalized order reversed (importance 0.5 + (1 - norm) / 2);
@@ -99,6 +102,8 @@ def compute_token_weights(
     else:
         importance = _ranked_importance(config.base_importance + drops, config.scheme == "inverted")
     formatting = np.array([_is_formatting(t) for t in tokens[:reasoning_end]], dtype=bool)
+    for start, end in calculations:
+        formatting[start:end] = False
     importance[formatting] *= config.format_factor
     weights[:reasoning_end] = config.min_weight + (config.boost - config.min_weight) * importance
     weights[reasoning_end:answer_end] = config.answer_weight

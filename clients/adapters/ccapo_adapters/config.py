@@ -41,7 +41,8 @@ class CounterfactualConfig(BaseModel):
       the controls apply their own, the paper scheme's ranking reversed or drawn at random, so
       with them `scheme` is unset or "paper"; any other scheme is an error, never overridden.
     - `scoring`: any other field of the scoring config, e.g. {"segmenter": "sentence",
-      "intervention": "pad", "max_spans": 8}; `scoring.weights.scheme` is another spelling of `scheme`.
+      "intervention": "pad", "max_spans": 8}, or {"preset": "aligntune"} for what the authors' released
+      code computes (scheme then "paper" unless set); `scoring.weights.scheme` is another spelling of `scheme`.
     - `provider`: "inprocess" scores with the policy model itself (no second copy; needs `ccapo`),
       "remote" on the scoring server(s) at `server_url` (a URL, several separated by commas, or a
       list), "ray" through a Ray Serve deployment handle (`ray_app` names the application).
@@ -147,8 +148,9 @@ class CounterfactualConfig(BaseModel):
 
     @property
     def weight_scheme(self) -> str:
-        """The weight scheme the scorer applies: the arm's, else `scheme`, else the default."""
-        return arm_scheme(self.weighting, self.scheme) or DEFAULT_SCHEME
+        """The weight scheme the scorer applies: the arm's, else `scheme`, else the default ("paper" under a
+        scoring preset, which reproduces the authors' mapping)."""
+        return arm_scheme(self.weighting, self.scheme) or ("paper" if self.scoring.get("preset") else DEFAULT_SCHEME)
 
     def scoring_config(self) -> dict[str, Any]:
         """The scoring config the scorer gets, as a dict (both scorers take one and validate it)."""
