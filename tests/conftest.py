@@ -124,6 +124,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, llama, tokenizer) -
 
 
 @pytest.fixture(scope="session")
+def smollm_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_llama, smollm_tokenizer) -> str:
+    """`smollm_llama` saved with SmolLM2's tokenizer: for server workloads sized to a 49k-vocabulary model's cost."""
+    path = tmp_path_factory.mktemp("tiny-llama-smollm")
+    smollm_llama.save_pretrained(path)
+    smollm_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def server_url(tiny_model_dir: str) -> Iterator[str]:
     """A real scoring server with default settings serving the tiny llama, shared by every suite."""
     with start_server(tiny_model_dir) as url:
