@@ -1,17 +1,21 @@
 """Tiny random-init models of real architectures (Llama, Qwen2), and a small real tokenizer, for tests
 and their helpers.
 
-The tokenizer is SmolLM2's kind with a vocabulary 50 times smaller: a byte-level BPE (any text
-encodes and decodes back exactly, with character offsets), SmolLM2's special tokens and chat
-template, trained here on a few kilobytes of GSM-style text. With 49k tokens the LM head and the
-full-vocabulary log-softmax were most of every tiny model's cost; tests where SmolLM2's own
-tokenization is the point use the real one (`smollm_tokenizer` in tests/conftest.py).
+The tokenizer is SmolLM2's kind with a vocabulary 48 times smaller (1024 tokens): a byte-level BPE
+(any text encodes and decodes back exactly, with character offsets) that splits digits as SmolLM2's
+does, with its special tokens and chat template, trained here on a few kilobytes of GSM-style text.
+With 49k tokens the LM head and the full-vocabulary log-softmax were most of every tiny model's
+cost; tests where SmolLM2's own tokenization is the point use the real one (`smollm_tokenizer` in
+tests/conftest.py).
 
 A module of its own, not conftest.py: several test folders have a conftest, and `from conftest
 import ...` reaches whichever pytest imported first.
 """
 
 from __future__ import annotations
+
+import itertools
+import string
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -54,7 +58,7 @@ _CORPUS = (
     "The answer is the number of items in the store. So the total is 160-48=112 emails per day.",
     "Step by step: the first step, the second step, then the final answer. The cost of the pens and the "
     "notebooks is the sum of the prices. There are more of them than there were at the start of the week.",
-    " ".join(str(n) for n in range(1000)),  # numbers as tokens, filling the vocabulary to 1024 (ids 0-1023)
+    " ".join(a + b for a, b in itertools.product(string.ascii_lowercase, repeat=2)),  # fills the vocabulary
 )
 
 
@@ -64,7 +68,10 @@ def small_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     for trace in load_examples():
         texts += [str(trace.prompt), str(trace.completion)]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    digits = pre_tokenizers.Digits(individual_digits=True)  # one token per digit, never joined to a space
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [digits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
