@@ -127,7 +127,8 @@ setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP) $(OPENAPI_S
 
 # Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
 # verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
-# more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites, docs).
+# more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites); the
+# main suite builds the documentation site (tests/docs/test_site.py), so CI builds it only there.
 test: lint test-main test-verl test-openrlhf test-paper test-gpu-bundle
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real default tokenizer, tiny random-init models of real architectures."""
+"""Shared fixtures: a small real tokenizer and tiny random-init models of real architectures with its
+vocabulary; SmolLM2's own tokenizer where its tokenization is the point."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from live_server import start_server
-from tiny_models import tiny_model
+from tiny_models import small_tokenizer, tiny_model
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -24,19 +26,39 @@ from ccapo.models import ensure_default_model
 
 @pytest.hookimpl(trylast=True)  # after pytest groups the tests by their parametrized session fixtures
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `slow` run last, in their collected order: a failure in a fast test shows first.
-
-    Under pytest-xdist (`--dist loadgroup`), tests that share state outside their process run on one
-    worker: the Ray tests share one local Ray instance, the testbed experiments one cache directory."""
+    """Tests marked `slow` run last, in their collected order: a failure in a fast test shows first."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # a stable sort
-    for item in items:
-        if (group := _SHARED_OUTSIDE_THE_PROCESS.get(item.path.parent.name)) or (
-            group := _SHARED_OUTSIDE_THE_PROCESS.get(item.path.name)
-        ):
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
-_SHARED_OUTSIDE_THE_PROCESS = {"ray": "ray", "test_experiment.py": "testbed"}
+# Under pytest-xdist, tests with one work unit run on one worker, in their collected order:
+_SHARED_OUTSIDE_THE_PROCESS = {"ray": "ray", "test_experiment.py": "testbed"}  # one local Ray, one cache directory
+# and each file of these, whose module-scoped fixtures start a server or a browser or build the site: split
+# across workers, each worker would start its own.
+_ONE_WORKER_PER_FILE = {"tests/server", "tests/page", "tests/clients", "tests/docs/test_site.py"}
+
+
+def work_unit(nodeid: str) -> str:
+    """The work unit of a test (its node id when it shares nothing that is costly to build twice)."""
+    path = nodeid.split("::", 1)[0]
+    folder, _, name = path.rpartition("/")
+    if group := _SHARED_OUTSIDE_THE_PROCESS.get(folder.rpartition("/")[2]) or _SHARED_OUTSIDE_THE_PROCESS.get(name):
+        return group
+    return path if folder in _ONE_WORKER_PER_FILE or path in _ONE_WORKER_PER_FILE else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` by `work_unit`. Not by `xdist_group` marks: pytest 9.2's node ids no longer
+    carry the group suffix xdist 3.8 gives them, so xdist drops those groups (pytest-xdist#1386)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -64,14 +86,26 @@ def default_model_dir() -> str:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(default_model_dir: str) -> PreTrainedTokenizerBase:
-    """SmolLM2's real tokenizer and chat template."""
+def smollm_tokenizer(default_model_dir: str) -> PreTrainedTokenizerBase:
+    """SmolLM2's real tokenizer and chat template: for tests of how real BPE text splits into tokens."""
     return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="session")
+def smollm_llama(smollm_tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A tiny llama with SmolLM2's 49k vocabulary, to score under `smollm_tokenizer` (its LM head costs most)."""
+    return tiny_model("llama", len(smollm_tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> PreTrainedTokenizerBase:
+    """A small real tokenizer (tests/tiny_models.py): byte-level BPE, SmolLM2's special tokens and chat template."""
+    return small_tokenizer()
 
 
 @pytest.fixture(scope="session", params=["llama", "qwen2"])
 def model(request: pytest.FixtureRequest, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A tiny random-init model of each architecture, with the real tokenizer's vocabulary."""
+    """A tiny random-init model of each architecture, with the small tokenizer's vocabulary."""
     return tiny_model(request.param, len(tokenizer))
 
 
@@ -86,6 +120,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, llama, tokenizer) -
     path = tmp_path_factory.mktemp("tiny-llama")
     llama.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def smollm_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm_llama, smollm_tokenizer) -> str:
+    """`smollm_llama` saved with SmolLM2's tokenizer: for server workloads sized to a 49k-vocabulary model's cost."""
+    path = tmp_path_factory.mktemp("tiny-llama-smollm")
+    smollm_llama.save_pretrained(path)
+    smollm_tokenizer.save_pretrained(path)
     return str(path)
 
 

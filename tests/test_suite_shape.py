@@ -1,7 +1,7 @@
 """The suite's own shape, which keeps its time budget visible (Makefile: main suite under 10 min on 2 cores).
 
 Slow tests run last and stay few, every suite `make test` runs prints its slowest tests, and CI times
-each of those suites as a stage of its own.
+each of those suites as a stage of its own (and builds the documentation site once, in the main suite).
 """
 
 from __future__ import annotations
@@ -46,7 +46,27 @@ def test_make_test_runs_every_suite_printing_its_slowest_tests() -> None:
 
 
 def test_ci_times_each_stage_of_make_test() -> None:
+    """Only those stages: the documentation site is built by the main suite, not a second time in CI."""
     script = (ROOT / ".ci" / "run").read_text()
-    staged = re.findall(r"^stage \S+ make (\S+)", script, re.MULTILINE)
+    staged = re.findall(r"^\s*stage \S+ make (\S+)", script, re.MULTILINE)
     suites, _ = makefile_rule("test")
     assert staged[0] == "setup-all" and staged[1:] == suites, staged
+
+
+def test_the_main_suite_builds_the_site_as_make_docs_does() -> None:
+    """`make docs` stays for users; CI relies on tests/docs/test_site.py's build failing as --strict fails."""
+    _, recipe = makefile_rule("docs")
+    assert "mkdocs build --strict" in recipe
+    assert '"--strict"' in (ROOT / "tests" / "docs" / "test_site.py").read_text()
+
+
+def test_tests_sharing_costly_state_run_on_one_worker(request: pytest.FixtureRequest) -> None:
+    """pytest-xdist's work units (tests/conftest.py): one per test, unless the tests share state."""
+    work_unit = request.config.pluginmanager.getplugin(str(ROOT / "tests" / "conftest.py")).work_unit
+    assert work_unit("tests/ray/test_ray_cli.py::test_a") == work_unit("tests/ray/test_ray_serve.py::test_b") == "ray"
+    assert work_unit("tests/trainer/testbed/test_experiment.py::test_a[1]") == "testbed"
+    server = "tests/server/test_abuse.py"
+    assert work_unit(f"{server}::test_a") == work_unit(f"{server}::test_b[p]") == server
+    assert work_unit("tests/docs/test_site.py::test_a") == "tests/docs/test_site.py"
+    assert work_unit("tests/docs/test_doc_blocks.py::test_a[b]") == "tests/docs/test_doc_blocks.py::test_a[b]"
+    assert work_unit("tests/core/test_engine.py::test_a[llama]") == "tests/core/test_engine.py::test_a[llama]"

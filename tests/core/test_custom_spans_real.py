@@ -17,8 +17,14 @@ IN_WORD = "The multiplication gives 35 #### 35"
 
 
 @pytest.fixture(scope="module")
-def scorer(llama, tokenizer) -> Scorer:
-    return Scorer(llama, tokenizer)
+def tokenizer(smollm_tokenizer):
+    """SmolLM2's real BPE: how its tokens straddle lines and words is what these tests are about."""
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def scorer(smollm_llama, tokenizer) -> Scorer:
+    return Scorer(smollm_llama, tokenizer)
 
 
 def tokenize(tokenizer, text: str) -> tuple[list[str], list[tuple[int, int]]]:

@@ -19,6 +19,17 @@ from ccapo.reference import reference_score
 TOLERANCE = 1e-4
 
 
+@pytest.fixture(scope="module")
+def tokenizer(smollm_tokenizer):
+    """SmolLM2's tokenizer: the traces' lengths, and so the budgets below, are counted in its tokens."""
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def llama(smollm_llama):
+    return smollm_llama
+
+
 def long_jobs(scorer: Scorer, config: ScoringConfig, solutions: tuple[int, ...]) -> list[EngineJob]:
     """One trace per count: that many gsm_symbolic gold solutions chained into one long completion."""
     problems = gsm_symbolic_problems(max(solutions), seed=4)

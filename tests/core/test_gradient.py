@@ -34,6 +34,22 @@ def never(_: int) -> bool:
 
 
 @pytest.fixture(scope="module")
+def tokenizer(smollm_tokenizer):
+    """SmolLM2's vocabulary: the sign-and-size check below holds for the random models it seeds."""
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def model(request: pytest.FixtureRequest, tokenizer):
+    return tiny_model(request.param, len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def llama(smollm_llama):
+    return smollm_llama
+
+
+@pytest.fixture(scope="module")
 def model64(model):
     return copy.deepcopy(model).double()
 

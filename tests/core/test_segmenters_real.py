@@ -17,6 +17,12 @@ ARITHMETIC = re.compile(
 
 
 @pytest.fixture(scope="module")
+def tokenizer(smollm_tokenizer):
+    """SmolLM2's real BPE: the segmenters on the token boundaries a real model sees."""
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module")
 def solutions(tokenizer):
     out = []
     for problem in gsm_symbolic_problems(20, seed=7):

@@ -24,6 +24,12 @@ SLACK_S = 1.0  # on top of twice the unloaded latency: a busy machine's scheduli
 
 
 @pytest.fixture(scope="module")
+def tiny_model_dir(smollm_model_dir: str) -> str:
+    """A 49k vocabulary, as server_workloads.py's workloads are sized to its cost."""
+    return smollm_model_dir
+
+
+@pytest.fixture(scope="module")
 def server(tiny_model_dir: str) -> Iterator[str]:
     with start_server(tiny_model_dir, LONG_PASSES) as url:
         yield url

@@ -22,6 +22,18 @@ NORMAL_WITHIN_S = 15.0  # a normal request takes well under a second; the heavy 
 
 
 @pytest.fixture(scope="module")
+def tiny_model_dir(smollm_model_dir: str) -> str:
+    """A 49k vocabulary, as server_workloads.py's workloads are sized to its cost."""
+    return smollm_model_dir
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm_tokenizer: Any) -> Any:
+    """The served model's tokenizer."""
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module")
 def server(tiny_model_dir: str) -> Iterator[str]:
     with start_server(tiny_model_dir, LIMITS) as url:
         yield url

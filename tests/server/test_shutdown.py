@@ -24,6 +24,12 @@ GRACE_S = 2
 SHUTDOWN_TIMEOUT_S = 5
 
 
+@pytest.fixture(scope="module")
+def tiny_model_dir(smollm_model_dir: str) -> str:
+    """A 49k vocabulary, as server_workloads.py's workloads are sized to its cost."""
+    return smollm_model_dir
+
+
 def test_sigterm_drains_in_flight_requests(tiny_model_dir: str, text_trace: dict[str, Any]) -> None:
     server = spawn_server(tiny_model_dir, {"CCAPO_MAX_WAIT_MS": "2000"})
     try:
