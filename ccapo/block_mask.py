@@ -17,7 +17,7 @@ import warnings
 from functools import cache
 
 import torch
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.nn.attention.flex_attention import AuxRequest, BlockMask, flex_attention
 
 from ccapo.kernels import PassState, rotate
 from ccapo.packing import BLOCK
@@ -46,7 +46,12 @@ def fused_attention(
         turned = rotate(query[:, :, at], state.cos[:, :, c.rot0 : c.rot1], state.sin[:, :, c.rot0 : c.rot1])
         q = torch.cat([query, turned], dim=2)
     gqa = query.shape[1] != keys.shape[1]
-    kwargs = {"block_mask": c.block_mask, "scale": scale, "enable_gqa": gqa, "return_lse": rotated}
+    kwargs = {
+        "block_mask": c.block_mask,
+        "scale": scale,
+        "enable_gqa": gqa,
+        "return_aux": AuxRequest(lse=True) if rotated else None,
+    }
     if query.device.type in COMPILED_DEVICES:
         result = _compiled()(q, keys, values, **kwargs)
     else:
@@ -55,7 +60,7 @@ def fused_attention(
             result = flex_attention(q, keys, values, **kwargs)
     if not rotated:
         return result
-    out, lse = result
+    out, lse = result[0], result[1].lse
     own, own_lse = out[:, :, at], lse[:, :, at]
     top = torch.maximum(own_lse, lse[:, :, n:])
     w_own, w_turned = (own_lse - top).exp()[..., None], (lse[:, :, n:] - top).exp()[..., None]

@@ -146,7 +146,11 @@ class Engine:
 
         A job `cancelled` says to drop gets no further passes; its scores are meaningless and discarded.
         """
-        rows = [(j, k, PassRow.exact(j, b, len(job.ids) - job.answer_start)) for j, job in enumerate(jobs) for k, b in enumerate(job.branches())]  # fmt: skip
+        rows = [
+            (j, k, PassRow.exact(j, b, len(job.ids) - job.answer_start))
+            for j, job in enumerate(jobs)
+            for k, b in enumerate(job.branches())
+        ]
         group = self.open_group(jobs, cancelled, memory, self.fed_room([row for _, _, row in rows]))
         masked = [[0.0] * len(job.spans) for job in jobs]
         fed = [len(job.ids) for job in jobs]
@@ -184,7 +188,11 @@ class Engine:
             for r, i in enumerate(batch):
                 group.store.put(i, layers, r, len(jobs[i].ids))
             width = hidden.shape[1]
-            answers = [(r * width + jobs[i].answer_start - 1 + k, t, r) for r, i in enumerate(batch) for k, t in enumerate(jobs[i].ids[jobs[i].answer_start :])]  # fmt: skip
+            answers = [
+                (r * width + jobs[i].answer_start - 1 + k, t, r)
+                for r, i in enumerate(batch)
+                for k, t in enumerate(jobs[i].ids[jobs[i].answer_start :])
+            ]
             index, targets, row = torch.tensor(answers, device=hidden.device).unbind(1)
             found.append(
                 (batch, answer_logprobs(self.head, self.softcap, hidden.flatten(0, 1), index, targets, row, len(batch)))
@@ -263,7 +271,8 @@ class Group:
         else:
             longest = store.stride
             limit = min(self.max_rows, max(1, 4 * engine.max_batch_tokens // longest))
-            batches = list(_buckets([rows[i] for i in order], lambda row: len(row.tokens), engine.max_batch_tokens, max_items=limit))  # fmt: skip
+            length = lambda row: len(row.tokens)  # noqa: E731
+            batches = list(_buckets([rows[i] for i in order], length, engine.max_batch_tokens, max_items=limit))
         found: list[tuple[list[int], torch.Tensor]] = []
         at = 0
         for batch in batches:

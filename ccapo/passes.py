@@ -87,13 +87,20 @@ def dense_pass(
     tokens = [row.tokens + [0] * (width - len(row.tokens)) for row in rows]
     cols = [[row.slot * store.stride + (c if c < row.prefix else 0) for c in range(past)] for row in rows]
     bounds = [[row.prefix, len(row.tokens), *(row.hidden or (0, 0))] for row in rows]
-    answers = [(r * width + len(row.tokens) - row.answer - 1 + k, row.tokens[len(row.tokens) - row.answer + k], r) for r, row in enumerate(rows) for k in range(row.answer)]  # fmt: skip
+    answers = [
+        (r * width + len(row.tokens) - row.answer - 1 + k, row.tokens[len(row.tokens) - row.answer + k], r)
+        for r, row in enumerate(rows)
+        for k in range(row.answer)
+    ]
     host = torch.tensor([x for xs in (*tokens, *cols, *bounds, *answers) for x in xs], dtype=torch.long)
     on = host.to(device, non_blocking=True)  # the pass's one host-to-device copy
     tokens_t, cols_t, bounds_t, answers_t = on.split([n * width, n * past, 4 * n, 3 * len(answers)])
     tokens_t, cols_t = tokens_t.view(n, width), cols_t.view(n, past)
     prefix, lengths, h0, h1 = bounds_t.view(n, 4).unbind(1)
-    gathered = [(k[0][:, cols_t].transpose(0, 1), v[0][:, cols_t].transpose(0, 1)) for k, v in zip(store.keys, store.values, strict=True)]  # fmt: skip
+    gathered = [
+        (k[0][:, cols_t].transpose(0, 1), v[0][:, cols_t].transpose(0, 1))
+        for k, v in zip(store.keys, store.values, strict=True)
+    ]  # each row's prefix, copied: the fallback's cost
     cache = DynamicCache(ddp_cache_data=gathered)
     del gathered
     past_cols = torch.arange(past, device=device)[None].expand(n, past)
@@ -108,7 +115,8 @@ def dense_pass(
         allowed = visibility(query_pos, key_pos, h0, h1) & key_valid[:, None, :]
         mask = additive_mask(allowed, dtype)
         del allowed
-        out = decoder(input_ids=tokens_t[:, start:end], position_ids=query_pos, cache=cache, use_cache=True, attention_mask=mask)  # fmt: skip
+        ids = tokens_t[:, start:end]
+        out = decoder(input_ids=ids, position_ids=query_pos, cache=cache, use_cache=True, attention_mask=mask)
         cache = out.cache
         states.append(out.last_hidden_state)
         del out, mask
