@@ -151,7 +151,7 @@ class Engine:
             for j, job in enumerate(jobs)
             for k, b in enumerate(job.branches())
         ]
-        group = self.open_group(jobs, cancelled, memory, self.fed_room([row for _, _, row in rows]))
+        group = self.open_group(jobs, cancelled, memory, self.fed_room([len(row.tokens) for _, _, row in rows]))
         masked = [[0.0] * len(job.spans) for job in jobs]
         fed = [len(job.ids) for job in jobs]
         for (j, k, row), value in zip(rows, group.run([row for _, _, row in rows], cancelled), strict=True):
@@ -159,13 +159,12 @@ class Engine:
             fed[j] += len(row.tokens)
         return [JobScores(*scores) for scores in zip(group.base, masked, fed, strict=True)]
 
-    def fed_room(self, rows: list[PassRow]) -> int:
-        """Store columns the passes over `rows` feed at most at once (none for the dense fallback,
-        whose rows keep their own caches)."""
+    def fed_room(self, lengths: list[int]) -> int:
+        """Store columns that passes over rows of these token counts feed at most at once (none for
+        the dense fallback, whose rows keep their own caches)."""
         if not self.rows:
             return 0
-        packed = self._packs(sorted(rows, key=lambda row: -len(row.tokens)))
-        return max([sum(len(row.tokens) for row in batch) for batch in packed] or [0])
+        return max([sum(batch) for batch in self._packs(sorted(lengths, reverse=True), lambda n: n)] or [0])
 
     def open_group(self, jobs: list[EngineJob], cancelled: Cancelled, memory: int, fed: int) -> Group:
         """The jobs' base passes in one shared store with `fed` columns for passes to feed, and their
@@ -224,17 +223,17 @@ class Engine:
         hidden = torch.cat(states, dim=1) if len(states) > 1 else states[0]
         return hidden, [(layer.keys, layer.values) for layer in cache.layers]
 
-    def _packs(self, rows: list[PassRow]) -> list[list[PassRow]]:
+    def _packs(self, rows: list[T], length: Callable[[T], int]) -> list[list[T]]:
         """Longest-first rows packed into passes of at most `max_batch_tokens` fed tokens (a longer
         row alone): packed rows carry no padding, so rows of any length share a pass."""
-        batches: list[list[PassRow]] = []
+        batches: list[list[T]] = []
         total = 0
         for row in rows:
-            if not batches or total + len(row.tokens) > self.max_batch_tokens:
+            if not batches or total + length(row) > self.max_batch_tokens:
                 batches.append([])
                 total = 0
             batches[-1].append(row)
-            total += len(row.tokens)
+            total += length(row)
         return batches
 
     def _chunk(self, room: int, rows: int, keys: int, width: int, stored_bytes: int, masked: bool) -> int:
@@ -267,7 +266,7 @@ class Group:
         if store is None:  # every job cancelled before its base pass
             return results
         if engine.rows:
-            batches = engine._packs([rows[i] for i in order])
+            batches = engine._packs([rows[i] for i in order], lambda row: len(row.tokens))
         else:
             longest = store.stride
             limit = min(self.max_rows, max(1, 4 * engine.max_batch_tokens // longest))

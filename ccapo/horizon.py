@@ -60,12 +60,9 @@ class HorizonEngine(Engine):
         answers = [len(job.ids) - job.answer_start for job in jobs]
         windowed = [[PassRow.windowed(j, w, answers[j]) for w in job.windowed_branches()] for j, job in enumerate(jobs)]
         # The verified rows are not known yet: room for the longest ones any job may pick.
-        longest = [
-            sorted((b.tokens for b in job.branches()), key=len)[-job.horizon_verify :] if job.horizon_verify else []
-            for job in jobs
-        ]
-        candidates = [PassRow(0, 0, tokens, [], 0, 0) for picks in longest for tokens in picks]
-        fed = max(self.fed_room([row for rows in windowed for row in rows]), self.fed_room(candidates))
+        longest = [sorted(len(b.tokens) for b in job.branches())[::-1][: job.horizon_verify] for job in jobs]
+        candidates = [n for lengths in longest for n in lengths]
+        fed = max(self.fed_room([len(row.tokens) for rows in windowed for row in rows]), self.fed_room(candidates))
         group = self.open_group(jobs, cancelled, memory, fed)
 
         flat = group.run([row for rows in windowed for row in rows], cancelled)
