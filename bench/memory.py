@@ -120,9 +120,10 @@ def main() -> None:
     fed = scores.forward_tokens if scores is not None else "n/a"
     print(f"{done}: {seconds:.1f} s, {len(passes)} forward passes, {fed} tokens fed (planned {job.feed_tokens})")
     print(f"ccapo from {ccapo.__file__}")
+    estimate = "n/a (horizon)" if args.horizon_window is not None else f"{engine.peak_estimate_bytes / 2**20:.0f} MiB"
     print(
         f"peak RSS {peak_rss_mib():.0f} MiB (+{peak_rss_mib() - baseline:.0f} over the loaded model); "
-        f"engine estimate of its own peak {engine.peak_estimate_bytes / 2**20:.0f} MiB"
+        f"engine estimate of its own peak {estimate}"
     )
 
 
