@@ -128,19 +128,14 @@ class PackedPass:
     ids: torch.Tensor = field(repr=False)  # (1, T)
     positions: torch.Tensor = field(repr=False)  # (1, T)
     per_query: torch.Tensor = field(repr=False)  # (3, T + R): row, local index, position; rotated copies after T
-    per_row: torch.Tensor = field(
-        repr=False
-    )  # (9, rows): base column, prefix, stale a, b, shift, window, h0, h1, fed column
+    # (9, rows): base column, prefix, stale start and end, shift, window, hidden start and end, fed column
+    per_row: torch.Tensor = field(repr=False)
     rot_index: torch.Tensor = field(repr=False)  # (R,) packed index of each rotated copy's query
     rot_shift: torch.Tensor = field(repr=False)  # (R,)
     answer_index: torch.Tensor = field(repr=False)  # (A,) packed index of the state predicting each answer token
     answer_targets: torch.Tensor = field(repr=False)
     answer_row: torch.Tensor = field(repr=False)
     tables: list[torch.Tensor] = field(default_factory=list, repr=False)
-
-    @property
-    def total(self) -> int:
-        return self.offsets[-1] + len(self.rows[-1].tokens)
 
 
 def pack(
