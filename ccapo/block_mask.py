@@ -19,8 +19,7 @@ from functools import cache
 import torch
 from torch.nn.attention.flex_attention import AuxRequest, BlockMask, flex_attention
 
-from ccapo.kernels import PassState, rotate
-from ccapo.packing import BLOCK
+from ccapo.packing import BLOCK, PassState, rotate
 
 COMPILED_DEVICES = ("cuda",)
 

@@ -20,20 +20,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
 
-from ccapo.packing import Chunk, PackedPass
-from ccapo.store import KVStore
+from ccapo.packing import Kernel, PassState, rotate
 
 logger = logging.getLogger(__name__)
 
 ROW_ATTENTION = "ccapo_rows"
 STATE_KWARG = "ccapo_pass"
-Kernel = Literal["merge", "fused"]
 # The kernel each device type runs by default, as measured: on the CPU the merge path is faster than
 # FlexAttention (compiled or not); elsewhere the fused call keeps a pass at one kernel per layer.
 DEVICE_KERNEL: dict[str, Kernel] = {"cpu": "merge"}
@@ -45,18 +41,6 @@ PLAIN_ATTENTION = ("llama", "mistral", "qwen2", "qwen3")
 
 def kernel_for(device: torch.device) -> Kernel:
     return DEVICE_KERNEL.get(device.type, FALLBACK_KERNEL)
-
-
-@dataclass
-class PassState:
-    """What the attention function needs for one chunk of a pass; the same object for every layer."""
-
-    store: KVStore
-    plan: PackedPass
-    chunk: Chunk
-    kernel: Kernel
-    cos: torch.Tensor | None  # (1, 1, R, dim): RoPE of each rotated copy's shift
-    sin: torch.Tensor | None
 
 
 def row_attention_unsupported(model: PreTrainedModel) -> str | None:
@@ -177,13 +161,6 @@ def merge(parts: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor
     weights = [(lse - top).exp()[..., None] for _, lse in found]
     total = sum(w * out for w, (out, _) in zip(weights, found, strict=True))
     return total / sum(weights)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE by the angles in cos and sin: a query turned by `shift` meets a key `shift` positions
-    further on as the unturned query meets it moved back (the rotations compose exactly)."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 AttentionInterface.register(ROW_ATTENTION, row_attention)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from ccapo.interventions import Branch, WindowedBranch
+from ccapo.store import KVStore
 
+Kernel = Literal["merge", "fused"]  # row attention's two kernels (`kernels.py`)
 # FlexAttention's tile: the block structure says which (query tile, key tile) pairs hold a visible key.
 BLOCK = 128
 
@@ -239,3 +242,22 @@ def _block_table(
                 if k1 > k0:
                     table[q0 // BLOCK : (q1 - 1) // BLOCK + 1, k0 // BLOCK : (k1 - 1) // BLOCK + 1] = True
     c.table, c.tiles = table, tuple(table.shape)
+
+
+@dataclass
+class PassState:
+    """What the attention function needs for one chunk of a pass; the same object for every layer."""
+
+    store: KVStore
+    plan: PackedPass
+    chunk: Chunk
+    kernel: Kernel
+    cos: torch.Tensor | None  # (1, 1, R, dim): RoPE of each rotated copy's shift
+    sin: torch.Tensor | None
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE by the angles in cos and sin: a query turned by `shift` meets a key `shift` positions
+    further on as the unturned query meets it moved back (the rotations compose exactly)."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin

@@ -12,8 +12,8 @@ import torch
 from transformers import DynamicCache
 
 from ccapo.interventions import additive_mask, visibility
-from ccapo.kernels import STATE_KWARG, Kernel, PassState
-from ccapo.packing import PassRow, pack
+from ccapo.kernels import STATE_KWARG
+from ccapo.packing import Kernel, PassRow, PassState, pack
 from ccapo.store import KVStore
 
 

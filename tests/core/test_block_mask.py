@@ -10,8 +10,7 @@ import torch
 from torch.nn.attention.flex_attention import create_mask
 
 from ccapo import block_mask, packing
-from ccapo.kernels import PassState
-from ccapo.packing import PassRow, pack
+from ccapo.packing import PassRow, PassState, pack
 from ccapo.store import KVStore
 
 TILE = 16
