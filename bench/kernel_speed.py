@@ -10,7 +10,8 @@ exactly that: two plain causal forwards of the decoder (no LM head, SDPA's causa
 attention form of the engine ("rows": no dense mask; "dense": the additive mask) is timed on the
 same job, the three taking turns in each of `--repeats` rounds; reported: the best of the rounds,
 tokens per second (tokens the engine feeds), the ratio to the baseline, and the bytes of mask one
-pass builds.
+pass builds. Row attention runs the device's default kernel (`ccapo.kernels.DEVICE_KERNEL`);
+`--kernels merge fused` times each kernel instead, side by side.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def best_of(
     return {name: min(values) for name, values in times.items()}
 
 
-def measure(model, length: int, repeats: int) -> list[list[str]]:
+def measure(model, length: int, repeats: int, kernels: list[str] | None = None) -> list[list[str]]:
     ids = torch.randint(100, 1000, (length,), generator=torch.Generator().manual_seed(length)).tolist()
     job = EngineJob(ids=ids, answer_start=length - 4, spans=[(1, 2)], intervention="delete", placeholder=0)
     decoder = model.get_decoder()
@@ -71,12 +72,12 @@ def measure(model, length: int, repeats: int) -> list[list[str]]:
             decoder(input_ids=tokens)
             decoder(input_ids=tokens[:, 1:])
 
-    rows_engine, dense_engine = Engine(model, attention="rows"), Engine(model, attention="dense")
-    runs = {
-        "two plain causal forwards": plain,
-        "engine, row attention": lambda: rows_engine.score([job]),
-        "engine, dense mask": lambda: dense_engine.score([job]),
-    }
+    engines = {"engine, row attention": Engine(model, attention="rows")}
+    if kernels:
+        engines = {f"engine, row attention ({k})": Engine(model, attention="rows", kernel=k) for k in kernels}
+    engines["engine, dense mask"] = Engine(model, attention="dense")
+    runs: dict[str, Callable[[], object]] = {"two plain causal forwards": plain}
+    runs.update({name: (lambda e=engine: e.score([job])) for name, engine in engines.items()})
     seconds = best_of(repeats, runs, model.device)
     baseline, fed = seconds["two plain causal forwards"], job.exact_feed_tokens
     mask_bytes = {"engine, dense mask": (length - 1) * length * TokenCosts.of(model).mask_element}
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", help="default: the bundled SmolLM2-135M")
     parser.add_argument("--out", help="also write the markdown table here")
+    parser.add_argument("--kernels", nargs="+", choices=["merge", "fused"], help="row attention's kernels to time")
     args = parser.parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     model, _ = load_model(args.model)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="left" if column == "pass" else "right")
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for length in args.lengths:
-        for row in measure(model, length, args.repeats):
+        for row in measure(model, length, args.repeats, args.kernels):
             table.add_row(*row)
             lines.append("| " + " | ".join(row) + " |")
     Console(width=200).print(table)

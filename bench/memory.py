@@ -7,18 +7,26 @@ process's peak RSS and the engine's own estimate of its peak, with a line per fo
     python bench/memory.py                      # ~8k tokens, 64 spans: long on a CPU
     python bench/memory.py --tokens 2048        # a shorter trace
     python bench/memory.py --max-passes 8       # stop after 8 passes (the longest rows come first)
+    python bench/memory.py --tokens 4096 --spans 40 --horizon-window 32   # the horizon estimator instead
+
+It uses only what every version of ccapo has (`Scorer`, `Engine.score_cancellable`,
+`horizon.horizon_scores`), so the same script measures another checkout side by side: run it with
+`PYTHONPATH` pointing at that checkout.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import time
 
 import torch
 
+import ccapo
 from ccapo import Scorer, ScoringConfig, Trace
 from ccapo.gsm import gsm_symbolic_problems, math_prompt
+from ccapo.horizon import horizon_scores
 from ccapo.jobs import EngineJob
 
 
@@ -56,6 +64,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=64)
     parser.add_argument("--memory-mib", type=int, default=None, help="engine memory budget (default: adaptive)")
     parser.add_argument("--max-passes", type=int, default=None, help="stop after this many forward passes")
+    parser.add_argument("--horizon-window", type=int, default=None, help="score with the horizon estimator instead")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -66,6 +75,8 @@ def main() -> None:
     config = ScoringConfig(segmenter="sentence", max_spans=args.spans, intervention="delete")
     job = long_job(scorer, config, min(args.tokens, scorer.context_length))
     rows = job.branches()
+    if args.horizon_window is not None:
+        job = dataclasses.replace(job, estimator="horizon", horizon_window=args.horizon_window)
     print(
         f"trace: {len(job.ids)} tokens scored ({job.answer_start} before the answer), {len(job.spans)} spans, "
         f"{job.feed_tokens} tokens to feed; longest row {max(len(b.tokens) for b in rows)} tokens",
@@ -97,16 +108,22 @@ def main() -> None:
     hook = engine.decoder.register_forward_hook(report, with_kwargs=True)
     limit = args.max_passes
     try:
-        (scores,) = engine.score_cancellable([job], lambda _: limit is not None and len(passes) >= limit)
+        stop = lambda _: limit is not None and len(passes) >= limit  # noqa: E731
+        if args.horizon_window is None:
+            (scores,) = engine.score_cancellable([job], stop)
+        else:
+            (scores,) = horizon_scores(scorer.model, [job], stop)
     finally:
         hook.remove()
     seconds = time.perf_counter() - started
     done = "all passes" if scores is not None else f"stopped after {len(passes)} passes (--max-passes)"
     fed = scores.forward_tokens if scores is not None else "n/a"
     print(f"{done}: {seconds:.1f} s, {len(passes)} forward passes, {fed} tokens fed (planned {job.feed_tokens})")
+    print(f"ccapo from {ccapo.__file__}")
+    estimate = "n/a (horizon)" if args.horizon_window is not None else f"{engine.peak_estimate_bytes / 2**20:.0f} MiB"
     print(
         f"peak RSS {peak_rss_mib():.0f} MiB (+{peak_rss_mib() - baseline:.0f} over the loaded model); "
-        f"engine estimate of its own peak {engine.peak_estimate_bytes / 2**20:.0f} MiB"
+        f"engine estimate of its own peak {estimate}"
     )
 
 

@@ -1,14 +1,18 @@
-"""Counterfactual attention without a dense mask: each row's visibility as structure, not a tensor.
+"""Counterfactual attention over the shared base cache: each row's visibility as structure, not a tensor.
 
-A row the engine feeds sees a set of cached keys in full (its reused prefix, minus the hidden range
-of an `attention` intervention, plus the chunks it fed before) and its own chunk causally. So its
-attention is the merge of two unmasked attentions: the queries over the fully visible keys, and the
-queries over their own chunk with a plain causal kernel (a square, where upper-left and lower-right
-alignment agree). Merging by log-sum-exp is exact. Nothing of size queries x keys is built.
+A pass's rows are packed into one sequence (`packing.py`). The engine switches a supported model's
+attention implementation to `ROW_ATTENTION` around its counterfactual passes (`row_attention_for`)
+and hands each chunk's `PassState` through the forward's kwargs, which transformers passes on to
+the attention function unchanged. That function appends the chunk's keys and values to the shared
+store's fed region (`store.py`) and attends over the store in place, by one of two kernels:
 
-The engine switches a supported model's attention implementation to `ROW_ATTENTION` around its
-passes (`row_attention_for`) and hands each pass's `RowGeometry` through the forward's kwargs,
-which transformers passes on to the attention function unchanged.
+- "fused" (`block_mask.py`): one FlexAttention call per layer over the whole chunk, its
+  `BlockMask` built once per pass from the rows' ranges; compiled where `COMPILED_DEVICES` says.
+- "merge": per row segment, unmasked attentions over the key ranges it sees in full and a causal
+  one over its own chunk, merged exactly by log-sum-exp (CPU: SDPA's flash kernel, which returns
+  the log-sum-exp). Nothing of size queries x keys is built.
+
+Both are exact. `DEVICE_KERNEL` holds the measured choice per device (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,52 +20,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface, PreTrainedModel
 
-from ccapo.interventions import visibility
+from ccapo.packing import Kernel, PassState, rotate
 
 logger = logging.getLogger(__name__)
 
 ROW_ATTENTION = "ccapo_rows"
-GEOMETRY_KWARG = "ccapo_rows"
+STATE_KWARG = "ccapo_pass"
+# The kernel each device type runs by default, as measured: on the CPU the merge path is faster than
+# FlexAttention (compiled or not); elsewhere the fused call keeps a pass at one kernel per layer.
+DEVICE_KERNEL: dict[str, Kernel] = {"cpu": "merge"}
+FALLBACK_KERNEL: Kernel = "fused"
 # Decoders whose attention is plain softmax attention over rotated keys (no sliding window, logit
 # softcap or sink), so row attention computes exactly what their own kernels do.
 PLAIN_ATTENTION = ("llama", "mistral", "qwen2", "qwen3")
-# Devices whose SDPA has no lower-right causal kernel (a CausalBias is materialized as a dense mask
-# there) but whose flash kernel returns the log-sum-exp: rows merge two unmasked calls instead.
-MERGE_DEVICES = ("cpu",)
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Queries [q0, q1) of a row: each sees the key columns in `full`, and the segment's own keys
-    causally (query q0 + i sees columns own .. own + i)."""
-
-    q0: int
-    q1: int
-    full: list[tuple[int, int]]
-    own: int
-
-
-@dataclass(frozen=True)
-class RowGeometry:
-    """What each row of one pass attends to, as column ranges of the pass's key tensor.
-
-    `segments[r]`: row r's real queries in segments (a row the engine feeds has one; the horizon
-    estimator's rows have two); queries after the last are padding, whose outputs are zeros and
-    never read. `masks[r]`, where not None, is row r's own (queries, keys) visibility over all key
-    columns instead: the one layout ranges cannot say, an `attention` row whose first query lies
-    inside its hidden span (a span that ends where the answer starts), so that query sees the span
-    and the later ones do not.
-    """
-
-    segments: list[list[Segment]]
-    masks: list[torch.Tensor | None]
+def kernel_for(device: torch.device) -> Kernel:
+    return DEVICE_KERNEL.get(device.type, FALLBACK_KERNEL)
 
 
 def row_attention_unsupported(model: PreTrainedModel) -> str | None:
@@ -101,91 +80,87 @@ def row_attention(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' attention-function contract: (B, H, Q, D) queries, (B, Hkv, K, D) keys and
-    values -> (B, Q, H, D) outputs. The rows' visibility comes from kwargs[GEOMETRY_KWARG]."""
-    geometry: RowGeometry | None = kwargs.get(GEOMETRY_KWARG)
-    if geometry is None or attention_mask is not None or dropout:
-        raise RuntimeError("row attention needs a RowGeometry, no mask and no dropout (the engine's passes only)")
-    groups = query.shape[1] // key.shape[1]
-    out = query.new_zeros(query.shape)
-    for r, (segments, mask) in enumerate(zip(geometry.segments, geometry.masks, strict=True)):
-        if mask is not None:
-            n, k = mask.shape
-            out[r : r + 1, :, :n] = F.scaled_dot_product_attention(
-                query[r : r + 1, :, :n], key[r : r + 1, :, :k], value[r : r + 1, :, :k],
-                attn_mask=mask, scale=scaling, enable_gqa=groups > 1,
-            )  # fmt: skip
-        for seg in segments:
-            q, n = query[r : r + 1, :, seg.q0 : seg.q1], seg.q1 - seg.q0
-            k_full, v_full = _columns(key[r : r + 1], seg.full), _columns(value[r : r + 1], seg.full)
-            k_own, v_own = key[r : r + 1, :, seg.own : seg.own + n], value[r : r + 1, :, seg.own : seg.own + n]
-            out[r : r + 1, :, seg.q0 : seg.q1] = _row(q, k_full, v_full, k_own, v_own, groups, scaling)
+    """transformers' attention-function contract: (1, H, Q, D) packed queries, (1, Hkv, Q, D) their
+    keys and values -> (1, Q, H, D) outputs. Who sees what comes from kwargs[STATE_KWARG]."""
+    state: PassState | None = kwargs.get(STATE_KWARG)
+    if state is None or attention_mask is not None or dropout:
+        raise RuntimeError("row attention needs a PassState, no mask and no dropout (the engine's passes only)")
+    layer, store, c = module.layer_idx, state.store, state.chunk
+    fed = store.fed_start
+    keys, values = store.keys[layer], store.values[layer]
+    keys[:, :, fed + c.c0 : fed + c.c1] = key  # the chunk's own keys, where its later queries find them
+    values[:, :, fed + c.c0 : fed + c.c1] = value
+    keys, values = keys[:, :, : fed + c.c1], values[:, :, : fed + c.c1]
+    if state.kernel == "fused":
+        from ccapo.block_mask import fused_attention  # FlexAttention is imported only where it runs
+
+        out = fused_attention(query, keys, values, state, scaling)
+    else:
+        out = _merged(query, keys, values, state, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
-def _columns(tensor: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
-    """The key columns in `ranges`, a view when there is one range."""
-    parts = [tensor[:, :, a:b] for a, b in ranges if b > a]
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat(parts, dim=2) if parts else tensor[:, :, :0]
-
-
-def _row(
-    q: torch.Tensor,
-    k_full: torch.Tensor,
-    v_full: torch.Tensor,
-    k_own: torch.Tensor,
-    v_own: torch.Tensor,
-    groups: int,
-    scale: float | None,
+def _merged(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, state: PassState, scale: float | None
 ) -> torch.Tensor:
-    """One row's attention: every query sees `k_full` and its own chunk causally."""
-    if q.device.type not in MERGE_DEVICES:
-        # CUDA: one lower-right causal call; SDPA sends it to its flash or memory-efficient kernel.
-        k, v = torch.cat([k_full, k_own], dim=2), torch.cat([v_full, v_own], dim=2)
-        bias = causal_lower_right(q.shape[2], k.shape[2])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale, enable_gqa=groups > 1)
-    # CPU: two unmasked flash calls (grouped-query heads natively, torch >= 2.13), merged exactly by
-    # their log-sum-exps.
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    own, own_lse = flash(q, k_own, v_own, is_causal=True, scale=scale)
-    if k_full.shape[2] == 0:
-        return own
-    seen, seen_lse = flash(q, k_full, v_full, scale=scale)
-    top = torch.maximum(own_lse, seen_lse)
-    w_own, w_seen = (own_lse - top).exp()[..., None], (seen_lse - top).exp()[..., None]
-    return (own * w_own + seen * w_seen) / (w_own + w_seen)
+    """The merge path: per row segment, one unmasked attention per key range it sees in full, one
+    causal over its own queries' keys, merged by log-sum-exp."""
+    c, plan = state.chunk, state.plan
+    out = torch.empty_like(q)
+    fed = plan.fed_start
+    for piece in c.pieces:
+        seg, p0, p1 = piece.segment, piece.p0 - c.c0, piece.p1 - c.c0
+        base = plan.rows[piece.row].slot * plan.stride
+        mine = fed + plan.offsets[piece.row]  # the row's first fed column
+        qs = q[:, :, p0:p1]
+        parts = [
+            _attend(qs, keys[:, :, base + a : base + b], values[:, :, base + a : base + b], scale) for a, b in seg.base
+        ]
+        if seg.rotated is not None:
+            assert state.cos is not None and state.sin is not None
+            n = p1 - p0
+            cos, sin = state.cos[:, :, piece.r0 : piece.r0 + n], state.sin[:, :, piece.r0 : piece.r0 + n]
+            a, b = seg.rotated
+            parts.append(
+                _attend(rotate(qs, cos, sin), keys[:, :, base + a : base + b], values[:, :, base + a : base + b], scale)
+            )
+        if seg.fed_from < piece.s0:  # its own keys fed before this segment's queries in this chunk
+            lo, hi = mine + seg.fed_from, mine + piece.s0
+            parts.append(_attend(qs, keys[:, :, lo:hi], values[:, :, lo:hi], scale))
+        lo, hi = fed + piece.p0, fed + piece.p1
+        parts.append(_attend(qs, keys[:, :, lo:hi], values[:, :, lo:hi], scale, causal=True))
+        out[:, :, p0:p1] = merge(parts)
+    return out
 
 
-def row_geometry(
-    prefix: torch.Tensor,
-    lengths: torch.Tensor,
-    hidden: tuple[torch.Tensor, torch.Tensor],
-    past: int,
-    chunk: tuple[int, int],
-    query_pos: torch.Tensor,
-    key_pos: torch.Tensor,
-    key_valid: torch.Tensor,
-) -> RowGeometry:
-    """The chunk [start, end) of rows fed at `prefix` (`lengths` tokens each, `hidden` key ranges) as
-    row attention's column ranges, over keys laid out as `past` cached columns then the fed ones.
-    The positions and validity are the dense mask's inputs, used only for a row ranges cannot say."""
-    start, end = chunk
-    segments: list[list[Segment]] = []
-    masks: list[torch.Tensor | None] = []
-    bounds = zip(prefix.tolist(), lengths.tolist(), hidden[0].tolist(), hidden[1].tolist(), strict=True)
-    for r, (p, n, h0, h1) in enumerate(bounds):
-        queries = max(0, min(end, n) - start)
-        if h1 > p and queries:  # the first fed query lies inside the hidden span and still sees it
-            allowed = visibility(query_pos[r : r + 1], key_pos[r : r + 1], hidden[0][r : r + 1], hidden[1][r : r + 1])
-            masks.append((allowed & key_valid[r : r + 1, None, :])[0, :queries])
-            segments.append([])
-            continue
-        cached = [(0, h0), (h1, p)] if h1 > h0 else [(0, p)]  # hidden keys left out: no fed query sees them
-        masks.append(None)
-        segments.append([Segment(0, queries, [*cached, (past, past + start)], past + start)] if queries else [])
-    return RowGeometry(segments, masks)
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None, causal: bool = False
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Attention and its log-sum-exp per query (a causal call is a square); None over no keys."""
+    if k.shape[2] == 0:
+        return None
+    if q.device.type == "cpu":  # grouped-query heads natively (torch >= 2.13)
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, is_causal=causal, scale=scale)
+        return out, lse
+    groups = q.shape[1] // k.shape[1]  # elsewhere the merge path is the fallback: plain math
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q.float() @ k.float().transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    if causal:
+        n = q.shape[2]
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    lse = scores.logsumexp(-1)
+    return ((scores - lse[..., None]).exp() @ v.float()).to(q.dtype), lse
+
+
+def merge(parts: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
+    """Attentions of the same queries over disjoint key sets, as one attention over their union."""
+    found = [p for p in parts if p is not None]
+    if len(found) == 1:
+        return found[0][0]
+    top = torch.stack([lse for _, lse in found]).amax(0)
+    weights = [(lse - top).exp()[..., None] for _, lse in found]
+    total = sum(w * out for w, (out, _) in zip(weights, found, strict=True))
+    return total / sum(weights)
 
 
 AttentionInterface.register(ROW_ATTENTION, row_attention)

@@ -10,7 +10,7 @@ import pytest
 from tiny_models import TINY
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from ccapo import Scorer, ScoringConfig
+from ccapo import Scorer, ScoringConfig, kernels
 from ccapo.gsm import gsm_traces
 from ccapo.reference import reference_score
 from ccapo.scorer import TraceError
@@ -53,9 +53,12 @@ def test_a_window_or_tail_over_the_whole_suffix_is_the_exact_pass(model, tokeniz
     assert all(s.forward_tokens == job.exact_feed_tokens for job, s in zip(jobs, estimated, strict=True))
 
 
+@pytest.mark.parametrize("kernel", ["merge", "fused"])
 @pytest.mark.parametrize("intervention", ["delete", "pad", "attention"])
 @pytest.mark.parametrize("tail", [0, 5])
-def test_stale_keys_of_a_one_layer_model_are_exact_once_rotated(tokenizer, intervention, tail):
+def test_stale_keys_of_a_one_layer_model_are_exact_once_rotated(tokenizer, intervention, tail, kernel, monkeypatch):
+    """Under `delete` the stale keys are read where they lie by rotated copies of the queries."""
+    monkeypatch.setitem(kernels.DEVICE_KERNEL, "cpu", kernel)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**TINY, "num_hidden_layers": 1})).eval()
     jobs, estimated, reference = horizon_against_reference(Scorer(model, tokenizer), intervention, 0, tail=tail)
     assert_drops_equal(estimated, reference)
@@ -79,8 +82,10 @@ def test_verified_spans_carry_exact_drops(llama, tokenizer):
                 assert estimate == w.masked_logprobs[k]
 
 
-def test_a_span_that_ends_where_the_answer_starts_is_exact_under_attention(model, tokenizer):
+@pytest.mark.parametrize("kernel", ["merge", "fused"])
+def test_a_span_that_ends_where_the_answer_starts_is_exact_under_attention(model, tokenizer, kernel, monkeypatch):
     """Its last token is the row's first query, which still sees the span while the answer does not."""
+    monkeypatch.setitem(kernels.DEVICE_KERNEL, "cpu", kernel)
     scorer = Scorer(model, tokenizer)
     config = ScoringConfig(intervention="attention", estimator="horizon", horizon_window=0, segmenter="sentence")
     (prepared,) = scorer.prepare(gsm_traces(1, seed=5), config)
