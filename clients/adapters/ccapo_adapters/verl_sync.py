@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 SYNC_PREFIX = "ccapo_policy_update_"
 # Where each backend's checkpoint manager writes the HF model inside a save folder (verl 0.9.1).
 HF_FOLDERS = {"fsdp": "huggingface", "fsdp2": "huggingface", "megatron": os.path.join("model", "huggingface")}
+# The roles verl's v1 trainer may give its actor workers, in the order it picks one (`Role`'s names).
+ACTOR_ROLES = ("actor", "actor_rollout_ref", "actor_rollout")
 # What makes each backend write that folder at all.
 HF_SETTINGS = {
     "megatron": "actor_rollout_ref.actor.megatron.use_mbridge=true (the HF export needs verl's model bridge)",
@@ -58,10 +60,28 @@ def save_hf_weights(worker: Any, path: str) -> None:
         manager.previous_saved_paths = saved
 
 
+def actor_method(trainer: Any, name: str) -> str:
+    """The name under which the actor's worker group runs the actor worker's method `name`.
+
+    verl's trainers build their workers with `create_colocated_worker_cls`: each Ray actor is a
+    `WorkerDict` (itself a `Worker`) holding one worker per role, and the inner worker's methods
+    are its methods prefixed with the role ("actor_rollout_execute_with_func_generator"); the bare
+    name would run `Worker`'s own method on the `WorkerDict`, which has no actor. The role is the
+    one verl's trainer picks for the actor (`trainer_base.py`, `_setup`).
+    """
+    roles = {str(role) for role in getattr(trainer, "role_worker_mapping", {})}
+    for role in ACTOR_ROLES:
+        prefixed = f"{role}_{name}"
+        if role in roles and hasattr(trainer.actor_rollout_wg, prefixed):
+            return prefixed
+    return name  # a worker group of plain actor workers, not colocated
+
+
 def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
     """Have every actor rank write the HF weights after `updates` updates; the folder the scorer loads."""
     path = os.path.join(sync_dir, f"{SYNC_PREFIX}{updates}")
-    trainer.actor_rollout_wg.execute_all_sync("execute_with_func_generator", save_hf_weights, path)
+    method = actor_method(trainer, "execute_with_func_generator")
+    trainer.actor_rollout_wg.execute_all_sync(method, save_hf_weights, path)
     strategy = trainer.config.actor_rollout_ref.actor.strategy
     folder = hf_folder(path, strategy)
     if not os.path.isdir(folder):
