@@ -45,6 +45,7 @@ class CPUServer:
 
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
         self.response_length = response_length
+        self.global_steps = 0  # the trainer step whose weights it holds, reported with every output (as vLLM's)
         self.lock = asyncio.Lock()  # one generation at a time: the model is shared
 
     async def generate(self, request_id: str, prompt_ids: list[int], sampling_params: dict[str, Any], **_) -> Any:
@@ -73,17 +74,21 @@ class CPUServer:
         tokens = out.sequences[0, len(prompt_ids) :]
         logits = torch.stack(out.scores, 1)[0]
         log_probs = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, None])[:, 0]
-        return TokenOutput(token_ids=tokens.tolist(), log_probs=log_probs.tolist(), stop_reason="completed")
+        return TokenOutput(
+            token_ids=tokens.tolist(),
+            log_probs=log_probs.tolist(),
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
 
-    def load_weights(self, named: dict[str, torch.Tensor]) -> int:
-        """The actor's weights (HF names); returns how many tensors were loaded."""
+    def load_weights(self, named: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
+        """The actor's weights (HF names) after `global_steps`; returns how many tensors were loaded."""
         result = self.model.load_state_dict(named, strict=False)
         if result.unexpected_keys:
             raise KeyError(f"weights the rollout model does not have: {result.unexpected_keys[:5]}")
+        if global_steps is not None:
+            self.global_steps = global_steps
         return len(named)
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
 
     async def wake_up(self) -> None:  # the calls below have nothing to do on CPU
         return None
@@ -104,7 +109,9 @@ class CPUReplica(RolloutReplica):
         server = (
             ray.remote(CPUServer)
             .options(name=server_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency)
-            .remote(self.model_config.local_path, self.config.response_length)
+            .remote(
+                getattr(self.model_config, "local_path", None) or self.model_config.path, self.config.response_length
+            )
         )
         self.servers = [server]
         self._server_handle = server
@@ -134,7 +141,8 @@ class CPURollout(BaseRollout):
             raise NotImplementedError(f"the CPU rollout takes full named tensors, not {wire_format!r}")
         named = {name: _full(tensor) for name, tensor in weights}  # every rank takes part in the gathers
         if self.is_leader:
-            await ray.get_actor(server_name(self.replica_rank)).load_weights.remote(named)
+            server = ray.get_actor(server_name(self.replica_rank))
+            await server.load_weights.remote(named, kwargs.get("global_steps"))
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:

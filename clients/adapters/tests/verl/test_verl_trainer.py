@@ -2,9 +2,10 @@
 
 The v1 trainer (`verl.trainer.ppo.v1`, what `main_ppo` runs) is built from verl's own config and
 driven through its real `_compute_advantage` (verl's GRPO on rows in a real TransferQueue) and
-`_update_actor`. The one piece replaced is the GPU actor worker group (`actor_rollout_wg`):
-`ActorOnCPU` reads the batch from TransferQueue as verl's workers do and computes verl's
-`compute_policy_loss_vanilla`. Policy sync, with verl's real checkpoint manager: test_verl_sync.py.
+`_update_actor`. The actor worker group (`actor_rollout_wg`) is `ActorOnCPU`, a recorder: it reads
+the batch from TransferQueue as verl's workers do, so the tests can compare what reached the actor
+row by row, which the real group does not report. verl's real worker group runs in
+test_verl_sync.py (policy sync) and test_recipe_on_cpu.py (the recipe's training steps).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ CLIP = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip
 
 
 class ActorOnCPU:
-    """Stands in for verl's GPU actor worker group: the only replaced piece of the trainer."""
+    """Records what `_update_actor` hands verl's actor worker group (see the module docstring)."""
 
     def __init__(self):
         self.seen_fields: set[str] = set()
