@@ -52,13 +52,14 @@ endef
 # verl 0.9.1 pins transformers<5.11 and the core needs >=5.24: the verl adapter (ccapo-adapters, torch and
 # ccapo-client only) is tested in its own environment against the real verl, scoring on a server that the
 # main environment runs. Besides verl's own dependencies, its v1 trainer imports TransferQueue, cachetools,
-# fastapi and uvicorn (part of verl's `verl-core` extra, whose GPU-only parts are left out).
+# fastapi and uvicorn (part of verl's `verl-core` extra, whose GPU-only parts are left out); ccapo-client's
+# ray extra (Ray Serve, on verl's own Ray) lets the recipe's test score through the scorer's Ray Serve app.
 VERL_VENV := .venv-verl
 VERL_STAMP := $(VERL_VENV)/.installed
 $(VERL_STAMP): clients/python/pyproject.toml clients/adapters/pyproject.toml
 	$(call fresh_venv,$(VERL_VENV))
 	$(VERL_VENV)/bin/pip install --quiet verl==0.9.1 'TransferQueue>=0.1.10' cachetools fastapi uvicorn pytest \
-		-e clients/python -e clients/adapters
+		-e 'clients/python[ray]' -e clients/adapters
 	touch $@
 
 verl-env: $(VERL_STAMP)

@@ -20,6 +20,7 @@ Nothing here imports verl; `ccapo_adapters.verl_trainer` registers the trainers 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,8 @@ import torch
 
 from ccapo_adapters.batch import apply_token_weights
 from ccapo_adapters.provider import WeightProvider
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS_KEY = "ccapo_weights"
 
@@ -44,26 +47,35 @@ def weight_response_rows(
     advantages: Sequence[torch.Tensor],
     provider: WeightProvider,
     step: int | None = None,
+    padding: Sequence[bool] | None = None,
 ) -> tuple[list[torch.Tensor], dict[str, float]]:
     """Weighted advantages for unpadded rows (verl v1's TransferQueue layout), and the weight metrics.
 
     Row i holds `prompts[i]` (P_i,), `responses[i]`, `response_masks[i]` and `advantages[i]` (T_i,).
     Every response token is scored, tool or environment output included (the ids the policy saw);
-    only `response_mask` tokens are weighted, the rest keep their advantage.
+    only `response_mask` tokens are weighted, the rest keep their advantage. Rows flagged in
+    `padding` (the synthetic rows verl's `upsample_batch_to_divisible_size` adds, tag `is_padding`)
+    are neither scored nor counted in the metrics, and keep their advantages.
     """
     lengths = [len(row) for row in responses]
     if [len(m) for m in response_masks] != lengths or [len(a) for a in advantages] != lengths:
         raise ValueError("responses, response_masks and advantages must have the same length in every row")
-    batch = provider.weights([p.tolist() for p in prompts], [r.tolist() for r in responses])
-    width = batch.weights.shape[1]
-    mask = torch.zeros((len(lengths), width), dtype=torch.bool)
-    for row, (length, row_mask) in enumerate(zip(lengths, response_masks, strict=True)):
-        mask[row, :length] = row_mask.to(torch.bool).cpu()
-    _check_signs(batch.weights)
-    weighted = [
-        apply_token_weights(adv[None], batch.weights[row : row + 1, :length], mask[row : row + 1, :length])[0]
-        for row, (adv, length) in enumerate(zip(advantages, lengths, strict=True))
-    ]
+    padding = [False] * len(lengths) if padding is None else [bool(flag) for flag in padding]
+    if len(padding) != len(lengths):
+        raise ValueError(f"{len(padding)} padding flags for {len(lengths)} rows: give one per row")
+    real = [row for row, flag in enumerate(padding) if not flag]
+    weighted = list(advantages)
+    if not real:
+        return weighted, {}
+    batch = provider.weights([prompts[r].tolist() for r in real], [responses[r].tolist() for r in real])
+    mask = torch.zeros_like(batch.weights, dtype=torch.bool)
+    for index, row in enumerate(real):
+        mask[index, : lengths[row]] = response_masks[row].to(torch.bool).cpu()
+    batch.weights = _uniform_where_negative(batch.weights, mask)
+    for index, row in enumerate(real):
+        length = lengths[row]
+        weights, row_mask = batch.weights[index : index + 1, :length], mask[index : index + 1, :length]
+        weighted[row] = apply_token_weights(advantages[row][None], weights, row_mask)[0]
     return weighted, provider.metrics(batch, mask, step)
 
 
@@ -93,11 +105,23 @@ def weight_advantages(data: Batch) -> None:
     batch = data.batch
     if WEIGHTS_KEY not in batch.keys():  # noqa: SIM118 (a TensorDict has no `in`)
         raise KeyError(f"the batch has no {WEIGHTS_KEY!r}: call fill_token_weights(batch, provider) first")
-    weights = batch.pop(WEIGHTS_KEY)
-    _check_signs(weights)
+    weights = _uniform_where_negative(batch.pop(WEIGHTS_KEY), batch["response_mask"])
     batch["advantages"] = apply_token_weights(batch["advantages"], weights, batch["response_mask"])
 
 
-def _check_signs(weights: torch.Tensor) -> None:
-    if (weights < 0).any():
-        raise ValueError("negative token weights would flip the clipped loss: keep the weight bounds at or above 0")
+def _uniform_where_negative(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`weights` with every row that holds a negative weight on a `mask` token made uniform, and a warning.
+
+    A negative weight would flip the sign of that token's clipped loss; like any scoring failure,
+    it costs its row the weighting, never the training step.
+    """
+    bad = ((weights < 0) & mask.to(device=weights.device, dtype=torch.bool)).any(dim=1)
+    if not bad.any():
+        return weights
+    logger.warning(
+        "%d of %d rows got negative token weights, which would flip their clipped loss: they keep uniform "
+        "weights (keep the weight scheme's bounds at or above 0)",
+        int(bad.sum()),
+        len(bad),
+    )
+    return torch.where(bad[:, None], torch.ones_like(weights), weights)

@@ -27,6 +27,9 @@ HF_FOLDERS = {"fsdp": "huggingface", "fsdp2": "huggingface", "megatron": os.path
 # The engine attribute holding its checkpoint manager: verl 0.9.1's Megatron engine spells it
 # `checkpoint_mananager` (workers/engine/megatron/transformer_impl.py), the FSDP engine `checkpoint_manager`.
 MANAGER_ATTRIBUTES = ("checkpoint_manager", "checkpoint_mananager")
+
+# The roles verl's v1 trainer may give its actor workers, in the order it picks one (`Role`'s names).
+ACTOR_ROLES = ("actor", "actor_rollout_ref", "actor_rollout")
 # What makes each backend write that folder at all.
 HF_SETTINGS = {
     "megatron": "actor_rollout_ref.actor.megatron.use_mbridge=true (the HF export needs verl's model bridge)",
@@ -42,7 +45,7 @@ def hf_folder(save_path: str, strategy: str) -> str:
     if strategy not in HF_FOLDERS:
         raise SyncError(
             f"policy sync knows where verl's {sorted(HF_FOLDERS)} backends write the HF model, not "
-            f"{strategy!r} (actor_rollout_ref.actor.strategy): use one of those, or set ccapo.sync_every=0"
+            f"{strategy!r} (actor_rollout_ref.actor.strategy): use one of those, or set counterfactual.sync_every=0"
         )
     return os.path.join(save_path, HF_FOLDERS[strategy])
 
@@ -55,7 +58,7 @@ def checkpoint_manager(engine: Any) -> Any:
             return manager
     raise SyncError(
         f"policy sync found no checkpoint manager on verl's {type(engine).__name__} (looked for "
-        f"{', '.join(MANAGER_ATTRIBUTES)}): this verl version names it otherwise; set ccapo.sync_every=0"
+        f"{', '.join(MANAGER_ATTRIBUTES)}): this verl version names it otherwise; set counterfactual.sync_every=0"
     )
 
 
@@ -81,17 +84,35 @@ def save_hf_weights(worker: Any, path: str) -> None:
         merge_wrapped_export(os.path.join(path, HF_FOLDERS["fsdp"]), lora)
 
 
+def actor_method(trainer: Any, name: str) -> str:
+    """The name under which the actor's worker group runs the actor worker's method `name`.
+
+    verl's trainers build their workers with `create_colocated_worker_cls`: each Ray actor is a
+    `WorkerDict` (itself a `Worker`) holding one worker per role, and the inner worker's methods
+    are its methods prefixed with the role ("actor_rollout_execute_with_func_generator"); the bare
+    name would run `Worker`'s own method on the `WorkerDict`, which has no actor. The role is the
+    one verl's trainer picks for the actor (`trainer_base.py`, `_setup`).
+    """
+    roles = {str(role) for role in getattr(trainer, "role_worker_mapping", {})}
+    for role in ACTOR_ROLES:
+        prefixed = f"{role}_{name}"
+        if role in roles and hasattr(trainer.actor_rollout_wg, prefixed):
+            return prefixed
+    return name  # a worker group of plain actor workers, not colocated
+
+
 def write_policy(trainer: Any, sync_dir: str, updates: int) -> str:
     """Have every actor rank write the HF weights after `updates` updates; the folder the scorer loads."""
     path = os.path.join(sync_dir, f"{SYNC_PREFIX}{updates}")
-    trainer.actor_rollout_wg.execute_all_sync("execute_with_func_generator", save_hf_weights, path)
+    method = actor_method(trainer, "execute_with_func_generator")
+    trainer.actor_rollout_wg.execute_all_sync(method, save_hf_weights, path)
     strategy = trainer.config.actor_rollout_ref.actor.strategy
     folder = hf_folder(path, strategy)
     if not os.path.isdir(folder):
         setting = HF_SETTINGS.get(strategy, "the actor's checkpoint settings")
         raise SyncError(
             f"policy sync asked verl's {strategy} actor for its HF weights, and {folder} was not written: "
-            f"set {setting}, or ccapo.sync_every=0 to keep the scorer's model"
+            f"set {setting}, or counterfactual.sync_every=0 to keep the scorer's model"
         )
     return folder
 

@@ -108,8 +108,9 @@ class CounterfactualAdvantage:
         updates = actor_updates(self)
         sync_policy(self, self.weight_provider, updates)
         rows = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=ROW_FIELDS)
+        padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]  # verl's upsampled rows
         weighted, weight_metrics = weight_response_rows(
-            *(rows[name].unbind() for name in ROW_FIELDS), self.weight_provider, updates
+            *(rows[name].unbind() for name in ROW_FIELDS), self.weight_provider, updates, padding=padding
         )
         advantages = torch.nested.as_nested_tensor(weighted, layout=torch.jagged)
         fields = TensorDict({"advantages": advantages}, batch_size=len(batch))

@@ -4,10 +4,8 @@ launch script's own overrides passes verl's validation; the entry point runs cca
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +34,8 @@ def known(config, key: str) -> bool:
 
 def recipe(*overrides: str):
     with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
-        return compose("ccapo_grpo_gsm8k", overrides=["counterfactual.sync_dir=/tmp/ccapo-sync", *overrides])
+        settings = ["counterfactual.sync_dir=/tmp/s", "counterfactual.admin_key=k"]
+        return compose("ccapo_grpo_gsm8k", overrides=[*settings, *overrides])
 
 
 def script_overrides(**gpus: int) -> list[str]:
@@ -115,15 +114,33 @@ def test_the_entry_point_runs_ccapos_task_runner(monkeypatch):
     assert ran == [CounterfactualTaskRunner]
 
 
-def test_run_ppo_builds_the_ccapo_trainer_in_its_task_runner_without_a_setup_hook(server_url, tmp_path):
-    """verl's real `run_ppo` and task runner on a fresh local Ray (run_ppo_probe.py says what it leaves out)."""
-    report = tmp_path / "report.json"
-    probe = Path(__file__).with_name("run_ppo_probe.py")
-    done = subprocess.run(
-        [sys.executable, str(probe), str(report), server_url], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    built = json.loads(report.read_text())
-    assert "ccapo_adapters.verl_trainer" not in built["imported_at_start"]  # nothing of ccapo ran at worker start
-    assert built["trainer"] == "CounterfactualPPOTrainerSync" and built["mode"] == "sync"
-    assert built["provider_model"]  # the provider it built from the config's counterfactual section answers
+def test_the_ccapo_settings_are_read_from_the_launching_shell_not_the_task_runner(monkeypatch, tmp_path):
+    """verl resolves the config again in its TaskRunner, a Ray actor with the environment of `ray start`:
+    what the launching shell exported must already be in the config it sends there."""
+    monkeypatch.setenv("CCAPO_ADMIN_KEY", "the-scorers-key")
+    monkeypatch.setenv("CCAPO_SYNC_DIR", str(tmp_path / "sync"))
+    overrides = script_overrides()
+    with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+        config = compose("ccapo_grpo_gsm8k", overrides=overrides)
+    sent = entry_point().checked(config)
+    monkeypatch.delenv("CCAPO_ADMIN_KEY")  # the task runner's process: none of the shell's exports
+    monkeypatch.delenv("CCAPO_SYNC_DIR")
+    OmegaConf.resolve(sent)  # what verl's TaskRunner.run does first
+    assert sent.counterfactual.admin_key == "the-scorers-key" and sent.counterfactual.sync_dir == str(tmp_path / "sync")
+
+
+def test_a_missing_admin_key_stops_the_launch_with_what_to_set(monkeypatch):
+    monkeypatch.delenv("CCAPO_ADMIN_KEY", raising=False)
+    with pytest.raises(ValueError, match="CCAPO_ADMIN_KEY"):
+        entry_point().checked(recipe("counterfactual.admin_key=${oc.env:CCAPO_ADMIN_KEY,null}"))
+    # no sync, no key needed
+    entry_point().checked(recipe("counterfactual.admin_key=null", "counterfactual.sync_every=0"))
+
+
+def test_separate_async_needs_rollout_gpus_of_its_own():
+    with pytest.raises(ValueError, match="ROLLOUT_GPUS"):
+        entry_point().checked(recipe("trainer.v1.trainer_mode=ccapo_separate_async"))
+    overrides = script_overrides(gpus_per_node=8, rollout_gpus=2)
+    assert "trainer.n_gpus_per_node=5" in overrides and "actor_rollout_ref.rollout.n_gpus_per_node=2" in overrides
+    config = recipe(*overrides, "trainer.v1.trainer_mode=ccapo_separate_async")
+    assert entry_point().checked(config).actor_rollout_ref.rollout.n_gpus_per_node == 2

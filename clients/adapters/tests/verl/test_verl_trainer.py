@@ -2,9 +2,10 @@
 
 The v1 trainer (`verl.trainer.ppo.v1`, what `main_ppo` runs) is built from verl's own config and
 driven through its real `_compute_advantage` (verl's GRPO on rows in a real TransferQueue) and
-`_update_actor`. The one piece replaced is the GPU actor worker group (`actor_rollout_wg`):
-`ActorOnCPU` reads the batch from TransferQueue as verl's workers do and computes verl's
-`compute_policy_loss_vanilla`. Policy sync, with verl's real checkpoint manager: test_verl_sync.py.
+`_update_actor`. The actor worker group (`actor_rollout_wg`) is `ActorOnCPU`, a recorder: it reads
+the batch from TransferQueue as verl's workers do, so the tests can compare what reached the actor
+row by row, which the real group does not report. verl's real worker group runs in
+test_verl_sync.py (policy sync) and test_recipe_on_cpu.py (the recipe's training steps).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from conftest import verl_config
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.trainer.ppo import core_algos
+from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -30,7 +32,7 @@ CLIP = {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.28, "clip
 
 
 class ActorOnCPU:
-    """Stands in for verl's GPU actor worker group: the only replaced piece of the trainer."""
+    """Records what `_update_actor` hands verl's actor worker group (see the module docstring)."""
 
     def __init__(self):
         self.seen_fields: set[str] = set()
@@ -198,3 +200,49 @@ def test_the_weights_never_enter_transfer_queue(server_url, tokenizer):
     batch = trainer._compute_advantage(put(rows, keys, "fields-"), {})
     fields = tq.kv_batch_get(keys=batch.keys, partition_id="train")
     assert isinstance(fields, TensorDict) and not any(name.startswith("ccapo") for name in fields.keys())  # noqa: SIM118
+
+
+def test_verls_padding_rows_are_not_scored_and_keep_their_advantages(server_url, tokenizer):
+    """verl pads a batch to a multiple of its data-parallel size with synthetic rows (tag `is_padding`)."""
+    rows, keys = rollout_rows(tokenizer, observation=[])
+    trainer = CounterfactualPPOTrainerSync(verl_config())
+    trainer.weight_provider = remote(server_url)
+    trainer.global_steps = 1
+    batch = upsample_batch_to_divisible_size(put(rows, keys, "padded-"), 6, tokenizer.eos_token_id)
+    padding = [bool(tag.get("is_padding")) for tag in batch.tags]
+    assert padding == [False] * 4 + [True] * 2
+    stock = advantages_of(PPOTrainerSync._compute_advantage(trainer, batch, {}))
+    metrics: dict = {}
+    ours = advantages_of(trainer._compute_advantage(batch, metrics))
+    assert metrics["ccapo/weights/scored_share"] == 1.0 and metrics["ccapo/weights/scored_traces"] == 4.0
+    for row in (4, 5):
+        torch.testing.assert_close(ours[row], stock[row])
+
+
+class NegativeScorer:
+    """The real server's scorer, with one token's weight turned negative: the fault the guard is for
+    (no weight scheme of ccapo's gives one)."""
+
+    def __init__(self, server_url: str):
+        self.scorer = RemoteScorer(server_url)
+
+    def score(self, traces, config=None):
+        results = self.scorer.score(traces, config)
+        weights = list(results[0].token_weights)
+        weights[0] = -1.0
+        results[0] = results[0].model_copy(update={"token_weights": weights})
+        return results
+
+
+def test_negative_weights_leave_their_row_uniform_and_training_goes_on(server_url, tokenizer, caplog):
+    rows, keys = rollout_rows(tokenizer, observation=[])
+    trainer = CounterfactualPPOTrainerSync(verl_config())
+    trainer.weight_provider = WeightProvider(CounterfactualConfig(provider="remote", server_url=server_url), None)
+    trainer.weight_provider.scorer = NegativeScorer(server_url)
+    trainer.global_steps = 1
+    stock = advantages_of(PPOTrainerSync._compute_advantage(trainer, put(rows, keys, "negative-stock-"), {}))
+    with caplog.at_level("WARNING", logger="ccapo_adapters.verl"):
+        ours = advantages_of(trainer._compute_advantage(put(rows, keys, "negative-"), {}))
+    assert "negative token weights" in caplog.text
+    torch.testing.assert_close(ours[0], stock[0])  # the faulty row: uniform
+    assert any(not torch.allclose(ours[row], stock[row]) for row in range(1, 4))  # the others: weighted
