@@ -35,6 +35,7 @@ from ccapo import Scorer, ScoringConfig, Trace
 from ccapo.agreement import Agreement, agreement
 from ccapo.gsm import SYSTEM_PROMPT, GsmProblem, gsm_symbolic_problems, insert_fillers
 from ccapo.models import ensure_default_model
+from ccapo.prepared import prompt_ids_of
 from ccapo.result import TraceImportance
 
 console = Console(stderr=True)
@@ -105,7 +106,8 @@ def build_traces(scorer: Scorer, target_tokens: int, n: int, seed: int) -> list[
         while True:
             chained.append(next(pool))
             trace, fillers = chained_trace(chained, rng)
-            tokens = len(scorer._prompt_ids(trace.prompt)) + len(scorer.tokenizer(trace.completion).input_ids)
+            completion_ids = scorer.tokenizer(trace.completion).input_ids
+            tokens = len(prompt_ids_of(scorer.tokenizer, trace.prompt)) + len(completion_ids)
             if tokens >= target_tokens:
                 break
         traces.append(LongTrace(trace, tokens, fillers))

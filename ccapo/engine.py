@@ -151,7 +151,9 @@ class Engine:
             for j, job in enumerate(jobs)
             for k, b in enumerate(job.branches())
         ]
-        group = self.open_group(jobs, cancelled, memory, self.fed_room([len(row.tokens) for _, _, row in rows]))
+        limit = self.pass_limit(jobs, memory)
+        fed_room = self.fed_room([len(row.tokens) for _, _, row in rows], limit)
+        group = self.open_group(jobs, cancelled, memory, fed_room, limit)
         masked = [[0.0] * len(job.spans) for job in jobs]
         fed = [len(job.ids) for job in jobs]
         for (j, k, row), value in zip(rows, group.run([row for _, _, row in rows], cancelled), strict=True):
@@ -159,21 +161,27 @@ class Engine:
             fed[j] += len(row.tokens)
         return [JobScores(*scores) for scores in zip(group.base, masked, fed, strict=True)]
 
-    def fed_room(self, lengths: list[int]) -> int:
-        """Store columns that passes over rows of these token counts feed at most at once (none for
-        the dense fallback, whose rows keep their own caches)."""
+    def pass_limit(self, jobs: list[EngineJob], memory: int) -> int:
+        """Tokens one packed pass may feed: `max_batch_tokens`, or fewer where the group's store (its base
+        keys and the fed columns) would outgrow the cached-token share of `memory` (`cached_tokens_budget`)."""
+        base = len(jobs) * len(jobs[0].ids)
+        return min(self.max_batch_tokens, max(1, self.cached_tokens_budget(memory) - base))
+
+    def fed_room(self, lengths: list[int], limit: int) -> int:
+        """Store columns that passes of at most `limit` tokens over rows of these token counts feed at
+        most at once (none for the dense fallback, whose rows keep their own caches)."""
         if not self.rows:
             return 0
-        return max([sum(batch) for batch in self._packs(sorted(lengths, reverse=True), lambda n: n)] or [0])
+        return max([sum(batch) for batch in self._packs(sorted(lengths, reverse=True), lambda n: n, limit)] or [0])
 
-    def open_group(self, jobs: list[EngineJob], cancelled: Cancelled, memory: int, fed: int) -> Group:
+    def open_group(self, jobs: list[EngineJob], cancelled: Cancelled, memory: int, fed: int, limit: int) -> Group:
         """The jobs' base passes in one shared store with `fed` columns for passes to feed, and their
         base log-probs (read once, after the last base pass)."""
         longest = len(jobs[0].ids)
         stored_bytes = (len(jobs) * longest + fed) * self.costs.kv
         room = max(0, memory - stored_bytes)  # for one pass, beside the group's stored KV
         max_rows = max(1, room // 2 // (longest * self.costs.kv))  # a base pass's own cache: half the room
-        group = Group(self, None, [0.0] * len(jobs), room, stored_bytes, max_rows)
+        group = Group(self, None, [0.0] * len(jobs), room, stored_bytes, max_rows, limit)
         found: list[tuple[list[int], torch.Tensor]] = []
         for batch in _buckets(
             list(range(len(jobs))), lambda i: len(jobs[i].ids), self.max_batch_tokens, max_items=max_rows
@@ -223,13 +231,13 @@ class Engine:
         hidden = torch.cat(states, dim=1) if len(states) > 1 else states[0]
         return hidden, [(layer.keys, layer.values) for layer in cache.layers]
 
-    def _packs(self, rows: list[T], length: Callable[[T], int]) -> list[list[T]]:
-        """Longest-first rows packed into passes of at most `max_batch_tokens` fed tokens (a longer
-        row alone): packed rows carry no padding, so rows of any length share a pass."""
+    def _packs(self, rows: list[T], length: Callable[[T], int], limit: int) -> list[list[T]]:
+        """Longest-first rows packed into passes of at most `limit` fed tokens (a longer row alone):
+        packed rows carry no padding, so rows of any length share a pass."""
         batches: list[list[T]] = []
         total = 0
         for row in rows:
-            if not batches or total + length(row) > self.max_batch_tokens:
+            if not batches or total + length(row) > limit:
                 batches.append([])
                 total = 0
             batches[-1].append(row)
@@ -257,6 +265,7 @@ class Group:
     room: int
     stored_bytes: int
     max_rows: int  # the dense fallback's rows per pass (each gathers its prefix)
+    pass_limit: int  # tokens a packed pass of row attention feeds at most (`Engine.pass_limit`)
 
     def run(self, rows: list[PassRow], cancelled: Cancelled) -> list[float]:
         """Each row's answer log-prob (0.0 for a row of a cancelled job), read from the device once."""
@@ -266,7 +275,7 @@ class Group:
         if store is None:  # every job cancelled before its base pass
             return results
         if engine.rows:
-            batches = engine._packs([rows[i] for i in order], lambda row: len(row.tokens))
+            batches = engine._packs([rows[i] for i in order], lambda row: len(row.tokens), self.pass_limit)
         else:
             longest = store.stride
             limit = min(self.max_rows, max(1, 4 * engine.max_batch_tokens // longest))

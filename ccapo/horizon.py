@@ -62,8 +62,12 @@ class HorizonEngine(Engine):
         # The verified rows are not known yet: room for the longest ones any job may pick.
         longest = [sorted(len(b.tokens) for b in job.branches())[::-1][: job.horizon_verify] for job in jobs]
         candidates = [n for lengths in longest for n in lengths]
-        fed = max(self.fed_room([len(row.tokens) for rows in windowed for row in rows]), self.fed_room(candidates))
-        group = self.open_group(jobs, cancelled, memory, fed)
+        limit = self.pass_limit(jobs, memory)
+        fed = max(
+            self.fed_room([len(row.tokens) for rows in windowed for row in rows], limit),
+            self.fed_room(candidates, limit),
+        )
+        group = self.open_group(jobs, cancelled, memory, fed, limit)
 
         flat = group.run([row for rows in windowed for row in rows], cancelled)
         masked, exact, forward = [], [], []

@@ -13,6 +13,17 @@ from ccapo import Scorer, ScoringConfig
 from ccapo.aligntune import detect_spans, plan
 from ccapo.weights import WeightConfig
 
+
+# The authors' rules act on SmolLM2's real BPE pieces (a lone " *", the newline token): the real tokenizer.
+@pytest.fixture(scope="module")
+def tokenizer(smollm_tokenizer):
+    return smollm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def llama(smollm_llama):
+    return smollm_llama
+
 PRESET = ScoringConfig(preset="aligntune")
 
 

@@ -96,10 +96,10 @@ def test_out_of_memory_batches_are_split_and_retried(monkeypatch):
         calls.append(len(items))
         if len(items) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return [x * 10 for x in items]
+        return torch.tensor([x * 10 for x in items])
 
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    assert engine._split_on_oom(run, [1, 2, 3, 4, 5]) == [10, 20, 30, 40, 50]
+    assert engine._split_on_oom(run, [1, 2, 3, 4, 5]).tolist() == [10, 20, 30, 40, 50]
     assert calls == [5, 2, 3, 1, 2]
     with pytest.raises(torch.cuda.OutOfMemoryError):
         engine._split_on_oom(lambda items: run([0, 0, 0]), [1])
