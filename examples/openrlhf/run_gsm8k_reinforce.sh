@@ -4,7 +4,7 @@
 # SCORER_GPUS of each node's GPUs, placed by Ray; OpenRLHF's actor, reference and vLLM engines take the rest.
 #   1. the cluster: `ray start --head` (then `ray start --address=HEAD:6379` on the other nodes), from the
 #      trainer's environment: openrlhf==0.11.2 with its GPU stack, ccapo-client[ray], ccapo-adapters;
-#   2. ccapo's own environment (pip install 'ccapo[ray]', the cluster's Ray version) at the same path on every
+#   2. ccapo's own environment (pip install '.[ray]' from a clone, the cluster's Ray version) at the same path on every
 #      node: CCAPO names its `ccapo` command; the scorer's replicas run on its Python.
 # The scorer elsewhere, over HTTP: set counterfactual.json's provider to "remote" and server_url to an address every
 # Ray node reaches (e.g. http://scorer-host:8000), and leave SCORER_GPUS for the trainer (SCORER_GPUS=0).

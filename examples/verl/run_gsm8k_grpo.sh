@@ -3,7 +3,7 @@
 # the scorer is a Ray Serve application on SCORER_GPUS of each node's GPUs, placed by Ray; verl takes the rest.
 #   1. the cluster: `ray start --head` (then `ray start --address=HEAD:6379` on the other nodes), from the
 #      trainer's environment: verl[vllm]==0.9.1, ccapo-client[ray], ccapo-adapters;
-#   2. ccapo's own environment (pip install 'ccapo[ray]', the cluster's Python and Ray versions) at the same
+#   2. ccapo's own environment (pip install '.[ray]' from a clone, the cluster's Python and Ray versions) at the same
 #      path on every node: CCAPO names its `ccapo` command; the scorer's replicas run on its Python;
 #   3. verl's GSM8K data (verl's examples/data_preprocess/gsm8k.py, from verl's repository) in DATA_DIR.
 # trainer.v1.trainer_mode=ccapo_separate_async generates on GPUs of its own: ROLLOUT_GPUS of each node.

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directory POST /v1/model may load models from (repeatable)",
     )
-    ray = parser.add_argument_group("Ray Serve (needs the ray extra: pip install 'ccapo[ray]')")
+    ray = parser.add_argument_group("Ray Serve (needs the ray extra: pip install '.[ray]' from a clone)")
     ray.add_argument("--ray", action="store_true", help="serve as a Ray Serve application (RAY_ADDRESS: a cluster)")
     ray.add_argument("--replicas", type=int, help="model replicas, each with its own model and batcher (default 1)")
     ray.add_argument("--replica-cpus", type=float, help="CPUs each replica reserves (default 1)")
@@ -130,7 +130,7 @@ def _serve_on_ray(settings: ServerSettings, options: dict[str, Any]) -> int:
     try:
         from ccapo_server.ray_serve import run
     except ImportError as err:
-        logger.error("ccapo serve --ray needs the ray extra: pip install 'ccapo[ray]' (%s)", err)
+        logger.error("ccapo serve --ray needs the ray extra: pip install '.[ray]' from a clone (%s)", err)
         return 2
     try:
         run(

@@ -18,6 +18,6 @@ def serve_main(argv: list[str]) -> int:
     try:
         from ccapo_server.cli import main
     except ImportError as err:
-        print(f"the scoring server needs the server extra: pip install 'ccapo[server]' ({err})", file=sys.stderr)
+        print(f"the scoring server needs its extra: pip install '.[server]' from a clone ({err})", file=sys.stderr)
         return 2
     return main(argv) or 0

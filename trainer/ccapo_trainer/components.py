@@ -155,7 +155,7 @@ def _with_lora(model: PreTrainedModel, config: TrainConfig, checkpoint: Path | N
     try:
         from peft import LoraConfig, PeftModel, get_peft_model
     except ImportError:
-        raise TrainingError("lora needs peft: pip install 'ccapo[lora]'") from None
+        raise TrainingError("lora needs peft: pip install '.[lora]' from a clone") from None
     if checkpoint is not None:
         return PeftModel.from_pretrained(model, checkpoint / "model", is_trainable=True)
     settings = config.lora

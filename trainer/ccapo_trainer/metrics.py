@@ -88,6 +88,6 @@ def _tensorboard(output_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        logger.warning("tensorboard=true but tensorboard is not installed (pip install 'ccapo[tensorboard]')")
+        logger.warning("tensorboard=true but tensorboard is not installed (pip install '.[tensorboard]' from a clone)")
         return None
     return SummaryWriter(str(output_dir / "tensorboard"))

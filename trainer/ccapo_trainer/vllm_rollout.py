@@ -22,7 +22,7 @@ class VllmGenerator:
         try:
             from vllm import LLM
         except ImportError:
-            raise RuntimeError("use_vllm needs vLLM on a CUDA machine: pip install 'ccapo[vllm]'") from None
+            raise RuntimeError("use_vllm needs vLLM on a CUDA machine: pip install '.[vllm]' from a clone") from None
         if not torch.distributed.is_initialized():  # a single process: vLLM's launcher still reads these
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
                                ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29531")):

@@ -38,7 +38,7 @@ def check_trl_version(version: str) -> None:
 try:
     import trl
 except ImportError as err:
-    raise ImportError('ccapo_adapters.trl needs TRL: pip install "ccapo[trl]"') from err
+    raise ImportError('ccapo_adapters.trl needs TRL: pip install ".[trl]" in a ccapo clone, or "trl>=1.0,<2"') from err
 check_trl_version(trl.__version__)
 
 from trl import GRPOTrainer  # noqa: E402  (after the version check, so an old TRL fails with its message)
