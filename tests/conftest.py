@@ -32,9 +32,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Under pytest-xdist, tests with one work unit run on one worker, in their collected order:
 _SHARED_OUTSIDE_THE_PROCESS = {"ray": "ray", "test_experiment.py": "testbed"}  # one local Ray, one cache directory
-# and each file of these, whose module-scoped fixtures start a server or a browser or build the site: split
-# across workers, each worker would start its own.
-_ONE_WORKER_PER_FILE = {"tests/server", "tests/page", "tests/clients", "tests/docs/test_site.py"}
+# and each file of these, whose module-scoped fixtures start a server or a browser, build the site or replay
+# the Dockerfile into a virtualenv (90 s): split across workers, each worker would build its own.
+_ONE_WORKER_PER_FILE = {"tests/server", "tests/page", "tests/clients", "tests/deploy", "tests/docs/test_site.py"}
 
 
 def work_unit(nodeid: str) -> str:

@@ -69,5 +69,7 @@ def test_tests_sharing_costly_state_run_on_one_worker(request: pytest.FixtureReq
     server = "tests/server/test_abuse.py"
     assert work_unit(f"{server}::test_a") == work_unit(f"{server}::test_b[p]") == server
     assert work_unit("tests/docs/test_site.py::test_a") == "tests/docs/test_site.py"
+    image = "tests/deploy/test_dockerfile.py"
+    assert work_unit(f"{image}::test_a[serve]") == work_unit(f"{image}::test_a[train]") == image
     assert work_unit("tests/docs/test_doc_blocks.py::test_a[b]") == "tests/docs/test_doc_blocks.py::test_a[b]"
     assert work_unit("tests/core/test_engine.py::test_a[llama]") == "tests/core/test_engine.py::test_a[llama]"
