@@ -173,5 +173,5 @@ def test_metrics_lines_are_plain_json(train_config):
 
 
 def test_vllm_without_vllm_says_how_to_get_it(train_config):
-    with pytest.raises(TrainingError, match=r"ccapo\[vllm\]"):
+    with pytest.raises(TrainingError, match=r"'\.\[vllm\]'"):
         run(train_config(use_vllm=True))
