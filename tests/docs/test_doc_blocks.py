@@ -25,6 +25,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import ccapo_trainer.data
+import ccapo_trainer.rewards
 import pytest
 import yaml
 from ccapo_trainer.config import load_config, parse_config
@@ -87,6 +89,9 @@ def test_a_block_runs_as_written(
     monkeypatch.chdir(workdir)
     if block.lang == "python":
         tiny_by_default(monkeypatch, request.getfixturevalue("tiny_model_dir"))
+        # What an example registers stays with it: the registries are process-wide.
+        monkeypatch.setattr(ccapo_trainer.data, "TASKS", dict(ccapo_trainer.data.TASKS))
+        monkeypatch.setattr(ccapo_trainer.rewards, "REWARDS", dict(ccapo_trainer.rewards.REWARDS))
         run_python(block)
     elif block.lang == "yaml":  # a training-config excerpt: it must load as written, under no deprecated name
         with warnings.catch_warnings():
