@@ -19,7 +19,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-main test-verl test-openrlhf test-paper test-gpu-bundle lint bench setup setup-all clean verl-env \
+.PHONY: run test test-main test-verl test-openrlhf test-paper test-install lint bench setup setup-all clean verl-env \
 	openrlhf-env aligntune-env gpu-bundle ray-min-env openapi-client-env
 
 $(BIN)/python:
@@ -126,11 +126,11 @@ run: $(STAMP)
 # Every environment, for CI's set-up stage (`make test` builds them as it needs them).
 setup-all: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP) $(OPENAPI_STAMP) $(ALIGNTUNE_STAMP)
 
-# Budget, fresh clone on 2 quiet CPU cores: `make test` under 16 min (set-up ~4, main suite under 10,
-# verl and OpenRLHF ~1 each). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
+# Budget, fresh clone on 2 quiet CPU cores: `make test` under 35 min (set-up ~7, main suite under 9, verl
+# under 5, OpenRLHF ~2, install ~4). Each suite prints its 15 slowest tests; tests marked `slow` (a minute or
 # more each) run last, so a fast failure shows first. .ci/run times each stage (set-up, lint, suites); the
 # main suite builds the documentation site (tests/docs/test_site.py), so CI builds it only there.
-test: lint test-main test-verl test-openrlhf test-paper test-gpu-bundle
+test: lint test-main test-verl test-openrlhf test-paper test-install
 
 # Two workers (pytest-xdist): much of the suite waits on servers, Ray and training subprocesses, so a second
 # worker keeps both cores busy (9 min against 11.5 in one process, measured side by side on 2 cores).
@@ -146,11 +146,14 @@ test-openrlhf: $(STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) CCAPO_RAY_MIN_PYTHON=$(abspath $(RAY_MIN_VENV)/bin/python) \
 		$(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/openrlhf
 
-# bench/gpu_check.py as a lent GPU machine runs it: a new environment holding only torch, the rest installed
-# from a bundle with no index, then the dry run; and the GPU machine's own bundle under its 64 MiB. It downloads
-# two bundles' wheels from PyPI: 2.8 min of CPU, 22 min of wall time on 2 cores under a load average near 28.
-test-gpu-bundle: $(STAMP)
-	CCAPO_FRESH_ENV_PYTHON=$(PYTHON) $(BIN)/python -m pytest -q -n 0 --durations=15 tests/bench/test_gpu_bundle.py
+# What installs into new environments, made with $(PYTHON) (the main suite skips these; about 4 min on 2 cores):
+# - the Dockerfile's install steps replayed into a new virtualenv, then the image's commands;
+# - bench/gpu_check.py as a lent GPU machine runs it: a new environment holding only torch, the rest installed
+#   from a bundle with no index, then the dry run; and the GPU machine's own bundle under its 64 MiB (it
+#   downloads two bundles' wheels from PyPI).
+test-install: $(STAMP)
+	CCAPO_FRESH_ENV_PYTHON=$(PYTHON) $(BIN)/python -m pytest -q -n 0 --durations=15 \
+		tests/deploy/test_dockerfile.py tests/bench/test_gpu_bundle.py
 
 # What a GPU machine without network lacks to run bench/gpu_check.py on Python 3.12 with its own torch, in
 # gpu-bundle/ (under 64 MiB): carry it there and run `python bench/gpu_check.py` (docs/performance.md).

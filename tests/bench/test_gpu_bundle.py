@@ -5,7 +5,7 @@ the packages missing, installs them from the bundle with no index, restarts and 
 bundle for that is built for this machine's Python (3.11) the way `make gpu-bundle` builds the GPU
 machine's (3.12), which must stay under the 64 MiB a lent machine carries.
 
-Minutes of venv, downloads and the dry run: `make test-gpu-bundle` runs this file (CCAPO_FRESH_ENV_PYTHON,
+Minutes of venv, downloads and the dry run: `make test-install` runs this file (CCAPO_FRESH_ENV_PYTHON,
 the Python to make the environment with); the main suite skips it.
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = os.environ.get("CCAPO_FRESH_ENV_PYTHON")
-pytestmark = pytest.mark.skipif(not PYTHON, reason="builds an environment and two bundles: `make test-gpu-bundle`")
+pytestmark = pytest.mark.skipif(not PYTHON, reason="builds an environment and two bundles: `make test-install`")
 TORCH = "torch==2.13.0"  # the CPU build, from this machine's disk (the Makefile's pin)
 
 

@@ -1,7 +1,7 @@
 """bench/gpu_check.py on the CPU: its dry run (the check's own code, tiny shapes, so it never rots before the
 minutes a GPU is lent), its plan and estimate, its preflight, and the timing and kernel pieces it relies on.
 Real subprocesses for the dry run: the script and its training step. The server section runs in
-`make test-gpu-bundle` (tests/bench/test_gpu_bundle.py), where it costs no main-suite time."""
+`make test-install` (tests/bench/test_gpu_bundle.py), where it costs no main-suite time."""
 
 from __future__ import annotations
 

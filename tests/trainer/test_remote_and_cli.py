@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from ccapo_trainer.loop import Trainer
 from ccapo_trainer.metrics import read_metrics
+from cli_in_process import exit_code
 from live_server import spawn_server, start_server, wait_ready
 from transformers import AutoModelForCausalLM
 from word_policy import PROBLEMS, REWARDS, WORDS
@@ -101,19 +102,20 @@ def test_sigterm_saves_a_loadable_checkpoint_and_resume_finishes_the_run(word_mo
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == list(range(1, stopped_at + 2))
 
 
-def test_train_cli_overrides_and_errors(word_model_dir, tmp_path):
+def test_train_cli_overrides_and_errors(word_model_dir, tmp_path, monkeypatch, capsys):
     config = write_config(tmp_path, word_model_dir)
     done = ccapo("train", "--config", str(config), "steps=1", "counterfactual.weighting=uniform", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "finished at step 1" in done.stderr
     assert "step 1/1" in done.stderr  # no terminal, so no live bar: a log line per step instead
-    again = ccapo("train", "--config", str(config), "steps=1", cwd=tmp_path)
-    assert again.returncode == 2 and "--resume" in again.stderr
-    typo = ccapo("train", "--config", str(config), "stepz=1", cwd=tmp_path)
-    assert typo.returncode == 2 and "stepz" in typo.stderr
+    monkeypatch.chdir(tmp_path)
+    assert exit_code(["train", "--config", str(config), "steps=1"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert exit_code(["train", "--config", str(config), "stepz=1"]) == 2
+    assert "stepz" in capsys.readouterr().err
 
 
-def test_eval_and_plot_commands(word_model_dir, tmp_path):
+def test_eval_and_plot_commands(word_model_dir, tmp_path, monkeypatch, capsys):
     config = write_config(tmp_path, word_model_dir, steps=2, eval_every=1, eval_problems=4,
                           counterfactual={"weighting": "counterfactual", "scoring": {"segmenter": "sentence",
                                                                                     "min_span_tokens": 2}})
@@ -121,21 +123,20 @@ def test_eval_and_plot_commands(word_model_dir, tmp_path):
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [0, 1, 2] and all("eval/accuracy" in r for r in records)
 
-    result = ccapo("eval", "--model", str(word_model_dir), "--data", str(tmp_path / "problems.jsonl"), "--split",
-                   "train", "--max-new-tokens", "8", "--reward", "format", "-o", str(tmp_path / "eval.json"),
-                   cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(tmp_path)  # eval and plot in this process: `ccapo train` above ran the real command
+    assert exit_code(["eval", "--model", str(word_model_dir), "--data", str(tmp_path / "problems.jsonl"), "--split",
+                      "train", "--max-new-tokens", "8", "--reward", "format", "-o", str(tmp_path / "eval.json")]) == 0
     summary = json.loads((tmp_path / "eval.json").read_text())
     assert summary["total"] == 4 and len(summary["samples"]) == 4 and 0 <= summary["accuracy"] <= 1
 
-    plots = ccapo("plot", str(tmp_path / "run"), "-o", str(tmp_path / "plots"), cwd=tmp_path)
-    assert plots.returncode == 0, plots.stderr
-    names = {Path(line).name for line in plots.stdout.split()}
+    capsys.readouterr()
+    assert exit_code(["plot", str(tmp_path / "run"), "-o", str(tmp_path / "plots")]) == 0
+    names = {Path(line).name for line in capsys.readouterr().out.split()}
     assert {"reward.png", "accuracy.png", "eval_accuracy.png", "weights.png"} <= names
     assert all((tmp_path / "plots" / name).stat().st_size > 1000 for name in names)
 
 
 @pytest.mark.parametrize("missing", ["nope/metrics-less"])
-def test_plot_names_a_directory_that_is_not_a_run(tmp_path, missing):
-    result = ccapo("plot", str(tmp_path / missing), cwd=tmp_path)
-    assert result.returncode == 2 and "metrics.jsonl" in result.stderr
+def test_plot_names_a_directory_that_is_not_a_run(tmp_path, missing, capsys):
+    assert exit_code(["plot", str(tmp_path / missing)]) == 2
+    assert "metrics.jsonl" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from ccapo_trainer.metrics import read_metrics
 from ccapo_trainer.testbed.experiment import ARMS, ExperimentConfig, report, run_experiment, summarize
+from cli_in_process import exit_code
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,17 @@ def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monke
 
 def test_summary_statistics_on_known_curves():
     def run(points, calc=0.5):
-        return [{"step": s, "eval/accuracy": a, "time/step_s": 1.0, "ccapo/weights/calc_mass": calc,
-                 "ccapo/weights/span_mass": calc + 0.1, "scoring_overhead_pct": 10.0} for s, a in points]
+        return [
+            {
+                "step": s,
+                "eval/accuracy": a,
+                "time/step_s": 1.0,
+                "ccapo/weights/calc_mass": calc,
+                "ccapo/weights/span_mass": calc + 0.1,
+                "scoring_overhead_pct": 10.0,
+            }
+            for s, a in points
+        ]
 
     runs = {
         "uniform": {0: run([(0, 0.2), (10, 0.3), (20, 0.4)]), 1: run([(0, 0.2), (10, 0.3), (20, 0.6)])},
@@ -87,7 +97,7 @@ def ccapo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow  # two arms train, through the command
-def test_experiment_command_takes_arms_and_training_overrides(tmp_path, testbed_cache):
+def test_experiment_command_takes_arms_and_training_overrides(tmp_path, testbed_cache, monkeypatch, capsys):
     env = {**os.environ, "CCAPO_CACHE": str(testbed_cache)}
     out = tmp_path / "out"
     args = ("experiment", "testbed", "--smoke", "-o", str(out), "--arms", "uniform,counterfactual")
@@ -106,7 +116,8 @@ def test_experiment_command_takes_arms_and_training_overrides(tmp_path, testbed_
         (["--smoke", "learning_rate=-1"], "learning_rate"),
         (["--steps", "15"], "multiple of eval_every"),  # the last step would go unevaluated
     ]
-    for bad, message in mistakes:
-        failed = ccapo("experiment", "testbed", "-o", str(tmp_path / "bad"), *bad, cwd=tmp_path, env=env)
-        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+    monkeypatch.setenv("CCAPO_CACHE", str(testbed_cache))
+    for bad, message in mistakes:  # in this process: a subprocess would spend seconds on imports per mistake
+        assert exit_code(["experiment", "testbed", "-o", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
