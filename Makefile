@@ -139,21 +139,25 @@ test-main: $(STAMP) $(OPENAPI_STAMP)
 
 # The framework tests start their scoring server with the main environment's Python (it has ccapo).
 test-verl: $(STAMP) $(VERL_STAMP)
-	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/verl
+	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) $(VERL_VENV)/bin/python -m pytest -q -m "not install" --durations=15 \
+		clients/adapters/tests/verl
 
 # The OpenRLHF suite also deploys a scorer into a Ray cluster of OpenRLHF's Ray version, from .venv-ray-min.
 test-openrlhf: $(STAMP) $(OPENRLHF_STAMP) $(RAY_MIN_STAMP)
 	CCAPO_SERVER_PYTHON=$(abspath $(BIN)/python) CCAPO_RAY_MIN_PYTHON=$(abspath $(RAY_MIN_VENV)/bin/python) \
-		$(OPENRLHF_VENV)/bin/python -m pytest -q --durations=15 clients/adapters/tests/openrlhf
+		$(OPENRLHF_VENV)/bin/python -m pytest -q -m "not install" --durations=15 clients/adapters/tests/openrlhf
 
-# What installs into new environments, made with $(PYTHON) (the main suite skips these; about 4 min on 2 cores):
-# - the Dockerfile's install steps replayed into a new virtualenv, then the image's commands;
+# What installs into new environments (the other suites leave these out; about 5 min on 2 cores):
+# - the Dockerfile's install steps replayed into a new virtualenv made with $(PYTHON), then the image's commands;
 # - bench/gpu_check.py as a lent GPU machine runs it: a new environment holding only torch, the rest installed
 #   from a bundle with no index, then the dry run; and the GPU machine's own bundle under its 64 MiB (it
-#   downloads two bundles' wheels from PyPI).
-test-install: $(STAMP)
+#   downloads two bundles' wheels from PyPI);
+# - what a GPU user installs beside verl and beside OpenRLHF, resolved against the index with their pins.
+test-install: $(STAMP) $(VERL_STAMP) $(OPENRLHF_STAMP)
 	CCAPO_FRESH_ENV_PYTHON=$(PYTHON) $(BIN)/python -m pytest -q -n 0 --durations=15 \
 		tests/deploy/test_dockerfile.py tests/bench/test_gpu_bundle.py
+	$(VERL_VENV)/bin/python -m pytest -q -m install --durations=15 clients/adapters/tests/verl
+	$(OPENRLHF_VENV)/bin/python -m pytest -q -m install --durations=15 clients/adapters/tests/openrlhf
 
 # What a GPU machine without network lacks to run bench/gpu_check.py on Python 3.12 with its own torch, in
 # gpu-bundle/ (under 64 MiB): carry it there and run `python bench/gpu_check.py` (docs/performance.md).

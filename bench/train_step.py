@@ -77,11 +77,11 @@ def main() -> int:
             mean = lambda key: statistics.fmean(r.get(key, 0.0) for r in records)  # noqa: E731, B023
             rows[arm] = {
                 "generate_s": mean("time/generate_s"),
-                "score_s": mean("time/score_s"),
+                "score_s": mean("ccapo/score_seconds"),
                 "update_s": mean("time/update_s"),
                 "step_s": mean("time/step_s"),
                 "overhead_pct": mean("scoring_overhead_pct"),
-                "scored_share": mean("weights/scored_share"),
+                "scored_share": mean("ccapo/weights/scored_share"),
                 "completion_tokens": mean("completion_length/mean"),
             }
 

@@ -41,14 +41,22 @@ class ScoringConfig(BaseModel):
         "max_spans, the span lengths, the estimator and the weight settings stay yours; the weight scheme "
         'defaults to "paper" (their counterfactual mode)',
     )
-    segmenter: SegmenterName = "calc"
-    intervention: Intervention = "delete"
+    segmenter: SegmenterName = Field(
+        "calc",
+        description='how the reasoning splits into spans: "calc" (arithmetic spans, then sentences), "sentence", '
+        '"line", "window" (fixed token windows) or "custom" (the trace\'s own spans)',
+    )
+    intervention: Intervention = Field(
+        "delete",
+        description='how a span is masked: "delete" (removed), "pad" (each token replaced by `placeholder`) or '
+        '"attention" (kept, but hidden from every later position)',
+    )
     target: Literal["completion", "reference"] = Field(
         "completion", description="score the completion's own answer, or the trace's reference_answer"
     )
     max_spans: int = Field(10, ge=1, le=MAX_SPANS, description="spans a segmenter may probe per trace")
-    min_span_tokens: int = Field(5, ge=1)
-    max_span_tokens: int = Field(50, ge=1)
+    min_span_tokens: int = Field(5, ge=1, description="sentences and lines shorter than this are not probed")
+    max_span_tokens: int = Field(50, ge=1, description="spans longer than this are not probed (windows excepted)")
     window_tokens: int = Field(16, ge=1, description='"window" segmenter: tokens per window (at least)')
     placeholder: int | str | None = Field(None, description='"pad" intervention: replacement token (id or text)')
     estimator: Estimator = Field(
@@ -79,7 +87,7 @@ class ScoringConfig(BaseModel):
     horizon_verify: int = Field(
         0, ge=0, description='"horizon": spans per trace then scored exactly, largest estimated |drop| first'
     )
-    weights: WeightConfig = Field(default_factory=WeightConfig)
+    weights: WeightConfig = Field(default_factory=WeightConfig, description="how drops become token weights")
 
     @model_validator(mode="before")
     @classmethod

@@ -21,7 +21,11 @@ class WeightConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    scheme: Scheme = "normalized"
+    scheme: Scheme = Field(
+        "normalized",
+        description='"normalized" (mean 1), "paper" (the paper\'s mapping), the controls "inverted" and '
+        '"random", or "uniform" (every token 1)',
+    )
     boost: float = Field(4.0, gt=0, description="weight of the most important reasoning token")
     min_weight: float = Field(0.5, ge=0, description="weight at importance 0")
     answer_weight: float = Field(1.5, ge=0, description="weight of every answer-region token")

@@ -54,7 +54,7 @@ def train_section(directory: Path, plan: Plan, problems: list[GsmProblem]) -> li
     overrides = [f"model={directory}", f"dataset={TASK}", "dataset_kwargs={}", *plan.grpo]
     with tempfile.TemporaryDirectory() as tmp:
         (record,) = run_arm("engine", 1, overrides, Path(tmp))
-    score, step = record.get("time/score_s", 0.0), record["time/step_s"]
+    score, step = record.get("ccapo/score_seconds", 0.0), record["time/step_s"]
     return [
         f"One step: {' '.join(plan.grpo)}; every sample scored against its reference answer.",
         "",

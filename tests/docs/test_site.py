@@ -122,6 +122,14 @@ def test_the_training_config_page_lists_every_key(site: Path) -> None:
         if f"<code>{prefix}{name}</code>" not in page
     ]
     assert not missing, f"the training-config page lacks {missing}"
+    # Each row says what its key does: the descriptions are the models' own, so a new field needs one.
+    undescribed = [
+        f"{prefix}{name}"
+        for prefix, model in sections.items()
+        for name, field in model.model_fields.items()
+        if not field.description
+    ]
+    assert not undescribed, f"fields without a description (an empty cell on the page): {undescribed}"
 
 
 def test_the_rest_page_holds_the_servers_own_document(site: Path) -> None:

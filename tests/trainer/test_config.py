@@ -168,3 +168,24 @@ def test_a_saved_config_loads_back_the_same(tmp_path):
     with pytest.deprecated_call():
         from ccapo_trainer.config import TRAIN_SCHEME
     assert TRAIN_SCHEME == "normalized"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("constant", [0.0, 0.5, 1.0, 1.0, 1.0]),  # transformers' own "constant" would skip the warm-up
+        ("linear", [0.0, 0.5, 1.0, 0.5, 0.0]),
+    ],
+)
+def test_the_learning_rate_warms_up_under_every_schedule(schedule, expected):
+    import torch
+    from ccapo_trainer.components import lr_schedule
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, TrainConfig(steps=4, warmup_steps=2, lr_scheduler=schedule))
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx(expected)

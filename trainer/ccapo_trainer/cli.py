@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ccapo_adapters.names import SCORE_SECONDS
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -119,7 +120,7 @@ def _status(record: dict[str, Any]) -> str:
         ("eval/accuracy", "eval", "{:.3f}"),
         ("loss", "loss", "{:+.4f}"),
         ("time/generate_s", "gen", "{:.1f}s"),
-        ("time/score_s", "score", "{:.1f}s"),
+        (SCORE_SECONDS, "score", "{:.1f}s"),
         ("time/update_s", "update", "{:.1f}s"),
     ):
         if key in record:

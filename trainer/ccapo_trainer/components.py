@@ -82,7 +82,7 @@ def build_components(
     optimizer = torch.optim.AdamW(
         params, lr=config.learning_rate, betas=config.adam_betas, weight_decay=config.weight_decay
     )
-    scheduler = get_scheduler(config.lr_scheduler, optimizer, config.warmup_steps, config.steps * config.num_iterations)
+    scheduler = lr_schedule(optimizer, config)
     reference = _reference(config, model, accelerator)
     model, optimizer = accelerator.prepare(model, optimizer)
     policy = accelerator.unwrap_model(model)
@@ -210,3 +210,13 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# transformers' "constant" schedule ignores warm-up steps; "constant_with_warmup" is constant after them.
+_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> LRScheduler:
+    """Linear warm-up over `warmup_steps`, then constant or decayed to 0 at the run's last update."""
+    updates = config.steps * config.num_iterations
+    return get_scheduler(_SCHEDULES[config.lr_scheduler], optimizer, config.warmup_steps, updates)

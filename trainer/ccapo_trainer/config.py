@@ -46,10 +46,12 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    r: int = Field(32, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    target_modules: str | list[str] = "all-linear"
+    r: int = Field(32, ge=1, description="rank of the adapter matrices")
+    alpha: int = Field(32, ge=1, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: str | list[str] = Field(
+        "all-linear", description='module names to adapt, or "all-linear" for every linear layer but the LM head'
+    )
 
 
 class TrainConfig(FlatWeightingNames, BaseModel):
@@ -65,44 +67,54 @@ class TrainConfig(FlatWeightingNames, BaseModel):
     model: str | None = Field(None, description="HF id, local directory or GGUF file (None: the bundled default)")
     dtype: str | None = Field(None, description="weights dtype (default: fp32 on CPU, bf16 on CUDA)")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     lora: LoraSettings | None = Field(None, description="train a LoRA adapter instead of every weight")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="let transformers run the model repository's own code")
 
     # -- data -----------------------------------------------------------------------------------
     dataset: str = Field("gsm_symbolic", description="gsm8k, gsm_symbolic, a registered task, or a .jsonl/.parquet")
     dataset_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the dataset's loader")
-    train_split: str = "train"
-    eval_split: str = "test"
-    max_train_problems: int | None = Field(None, ge=1)
+    train_split: str = Field("train", description="the dataset split to train on")
+    eval_split: str = Field("test", description="the held-out split evaluation reads")
+    max_train_problems: int | None = Field(None, ge=1, description="train on the first N problems (None: all)")
     system_prompt: str | None = Field(None, description="None: the paper's math-tutor prompt")
     max_prompt_length: int = Field(256, ge=1, description="longer prompts are skipped with a warning")
 
     # -- rollouts -------------------------------------------------------------------------------
     prompts_per_step: int = Field(4, ge=1, description="groups with a learning signal per optimizer step")
     num_generations: int = Field(8, ge=2, description="G: samples per prompt")
-    max_completion_length: int = Field(768, ge=1)
-    temperature: float = Field(0.6, gt=0)
-    top_p: float = Field(0.95, gt=0, le=1)
+    max_completion_length: int = Field(768, ge=1, description="tokens a sampled completion may have")
+    temperature: float = Field(0.6, gt=0, description="sampling temperature of the rollouts")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling: the probability mass sampled from")
     generation_batch_size: int = Field(64, ge=1, description="sequences per generate() call")
     use_vllm: bool = Field(False, description="generate with colocated vLLM (CUDA, the [vllm] extra)")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GPU memory share vLLM may take")
 
     # -- rewards and advantages -----------------------------------------------------------------
     rewards: list[str] = Field(default_factory=lambda: ["correctness"], description="registered reward names")
-    reward_weights: list[float] | None = None
-    scale_rewards: ScaleRewards = "group"
+    reward_weights: list[float] | None = Field(None, description="one weight per reward (None: all 1)")
+    scale_rewards: ScaleRewards = Field(
+        "group",
+        description='advantages divided by the group\'s reward std ("group", GRPO), the batch\'s ("batch"), '
+        'or not ("none", Dr. GRPO)',
+    )
     dynamic_sampling: bool = Field(True, description="drop groups whose rewards are all equal and refill")
     max_sampling_rounds: int = Field(4, ge=1, description="generation rounds per step to fill the batch")
     mask_truncated_completions: bool = Field(False, description="overlong filter: no loss on unfinished samples")
 
     # -- loss -----------------------------------------------------------------------------------
-    loss_type: LossType = "dapo"
-    epsilon: float = Field(0.2, ge=0)
-    epsilon_high: float | None = Field(None, ge=0)
+    loss_type: LossType = Field(
+        "dapo",
+        description='token aggregation: "dapo" averages over every token of the batch, "grpo" over each '
+        'sequence then the sequences, "dr_grpo" sums and divides by sequences x max_completion_length',
+    )
+    epsilon: float = Field(0.2, ge=0, description="PPO clip range below the ratio 1")
+    epsilon_high: float | None = Field(None, ge=0, description="clip range above 1 (DAPO's clip-higher; None: epsilon)")
     beta: float = Field(0.0, ge=0, description="KL coefficient against the frozen initial policy (k3)")
-    weight_kl: bool = True
-    weight_positive_only: bool = False
+    weight_kl: bool = Field(True, description="multiply the KL term by the token weights too, as the paper does")
+    weight_positive_only: bool = Field(
+        False, description="weight only completions with a positive advantage (the rest keep weight 1)"
+    )
     num_iterations: int = Field(1, ge=1, description="optimizer passes over each batch (GRPO's mu)")
 
     # -- weighting ------------------------------------------------------------------------------
@@ -113,24 +125,26 @@ class TrainConfig(FlatWeightingNames, BaseModel):
     )
 
     # -- optimization ---------------------------------------------------------------------------
-    steps: int = Field(500, ge=1)
-    learning_rate: float = Field(2.5e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(0, ge=0)
-    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    max_grad_norm: float | None = Field(1.0, gt=0)
+    steps: int = Field(500, ge=1, description="optimizer steps to train")
+    learning_rate: float = Field(2.5e-5, gt=0, description="AdamW's peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's decoupled weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's beta1 and beta2")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over this many steps")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="the learning rate after warm-up: constant, or decayed to 0 at the last step"
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient's global norm (None: no clipping)")
     micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (gradient accumulation)")
-    seed: int = 0
+    seed: int = Field(0, description="seeds sampling, data order and initialization")
 
     # -- output, checkpoints, evaluation --------------------------------------------------------
-    output_dir: str = DEFAULT_OUTPUT_DIR
+    output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="metrics, checkpoints and the saved config go here")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (0: only at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="the newest N checkpoints are kept, older ones deleted")
     eval_every: int = Field(0, ge=0, description="greedy held-out accuracy every N steps (0: never)")
-    eval_problems: int = Field(200, ge=1)
-    eval_batch_size: int = Field(32, ge=1)
-    tensorboard: bool = False
+    eval_problems: int = Field(200, ge=1, description="held-out problems per evaluation")
+    eval_batch_size: int = Field(32, ge=1, description="problems per generate() call during evaluation")
+    tensorboard: bool = Field(False, description="also write TensorBoard events (the [tensorboard] extra)")
     log_completions: bool = Field(
         False, description="write every sampled completion and its reward to completions.jsonl (all processes')"
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ccapo_adapters.names import WEIGHT_HISTOGRAM
+from ccapo_adapters.names import SCORE_SECONDS, WEIGHT_HISTOGRAM
 
 from ccapo_trainer.checkpoint import latest_checkpoint, list_checkpoints, rng_states, save_checkpoint
 from ccapo_trainer.components import Components, build_components
@@ -154,8 +154,8 @@ def train_step(run: Components, step: int) -> tuple[dict[str, Any], list[dict[st
     update_s = time.perf_counter() - update_started
 
     step_s = time.perf_counter() - started
-    timings = slowest(run.processes, {"time/score_s": score_s, "time/update_s": update_s, "time/step_s": step_s})
-    score_s, step_s = timings["time/score_s"], timings["time/step_s"]
+    timings = slowest(run.processes, {SCORE_SECONDS: score_s, "time/update_s": update_s, "time/step_s": step_s})
+    score_s, step_s = timings[SCORE_SECONDS], timings["time/step_s"]
     record.update(timings)
     record["scoring_overhead_pct"] = 100 * score_s / max(step_s - score_s, 1e-9)
     record["lr"] = run.scheduler.get_last_lr()[0]

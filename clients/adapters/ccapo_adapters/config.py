@@ -61,20 +61,32 @@ class CounterfactualConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weighting: Weighting = "counterfactual"
-    scheme: str | None = None
-    provider: Provider = "inprocess"
-    scoring: dict[str, Any] = Field(default_factory=dict)
-    server_url: str | list[str] | None = None
-    api_key: str | None = None
-    admin_key: str | None = None
-    sync_every: int | None = Field(None, ge=0)
-    sync_dir: str | None = None
-    model_id: str | None = None
-    max_batch_tokens: int | None = Field(None, ge=1)
-    ray_app: str = "ccapo"
-    request_timeout_s: float = Field(60.0, gt=0)
-    swap_wait_s: float = Field(30.0, ge=0)
+    weighting: Weighting = Field(
+        "counterfactual", description='the arm: "counterfactual", the controls "inverted" and "random", or "uniform"'
+    )
+    scheme: str | None = Field(
+        None, description='drops to weights: "normalized" (mean 1) or "paper" (None: the arm\'s default)'
+    )
+    provider: Provider = Field(
+        "inprocess", description='"inprocess" (the policy scores itself), "remote" (a server) or "ray" (Serve)'
+    )
+    scoring: dict[str, Any] = Field(
+        default_factory=dict, description="fields of ccapo.ScoringConfig, e.g. segmenter, intervention, estimator"
+    )
+    server_url: str | list[str] | None = Field(None, description='"remote": the server URL(s), comma-separated')
+    api_key: str | None = Field(None, description="the scoring server's API key (remote and ray)")
+    admin_key: str | None = Field(None, description="the server's admin key, which policy sync needs")
+    sync_every: int | None = Field(
+        None, ge=0, description="push the policy every N optimizer steps (None: 1 with a sync_dir; 0: never)"
+    )
+    sync_dir: str | None = Field(None, description="where pushed policies are saved; the scorer must read it")
+    model_id: str | None = Field(None, description="the model the server must report at start-up")
+    max_batch_tokens: int | None = Field(None, ge=1, description='"inprocess": tokens per scoring forward pass')
+    ray_app: str = Field("ccapo", description='"ray": the Serve application\'s name')
+    request_timeout_s: float = Field(60.0, gt=0, description="each scoring request's read timeout")
+    swap_wait_s: float = Field(
+        30.0, ge=0, description="how long a push waits for the scorer to serve it before training goes on"
+    )
 
     @model_validator(mode="before")
     @classmethod

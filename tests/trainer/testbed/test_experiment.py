@@ -37,7 +37,7 @@ def test_smoke_experiment_trains_every_arm_and_writes_the_report(tmp_path, monke
         assert all("eval/accuracy" in r for r in records)
         assert records[1]["ccapo/weights/span_mass"] >= records[1]["ccapo/weights/calc_mass"] >= 0
     weighted = read_metrics(tmp_path / "out" / "seed0" / "counterfactual")[1]
-    assert weighted["time/score_s"] > 0
+    assert weighted["ccapo/score_seconds"] > 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert all(f"| {arm} |" in report for arm in ARMS)
     assert (tmp_path / "out" / "accuracy.png").stat().st_size > 1000

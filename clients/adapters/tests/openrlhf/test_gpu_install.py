@@ -30,6 +30,7 @@ def index_url() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.install  # a resolver run against the index: `make test-install`
 def test_the_gpu_install_resolves_with_openrlhfs_own_ray(tmp_path):
     try:
         httpx.get(f"{index_url()}/openrlhf/", timeout=20, follow_redirects=True).raise_for_status()

@@ -42,6 +42,7 @@ def index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
+@pytest.mark.install  # a resolver run against the index: `make test-install`
 def test_the_gpu_install_resolves_with_verls_own_pins(tmp_path):
     try:
         httpx.get(f"{index_url()}/verl/", timeout=20, follow_redirects=True).raise_for_status()
