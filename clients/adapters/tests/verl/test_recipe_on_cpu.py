@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -47,8 +48,10 @@ ANSWERS = [COMPLETIONS[1], COMPLETIONS[1].replace("#### 21", "#### 20")]
 RUN = (
     *CPU_MODEL_OVERRIDES,
     "actor_rollout_ref.actor.use_kl_loss=false",  # see the module docstring
-    "actor_rollout_ref.rollout.n=2",
+    "actor_rollout_ref.rollout.n=8",  # a group of 8 all right or all wrong: 1 in 128
     "actor_rollout_ref.rollout.agent.num_workers=1",  # one agent-loop process, not eight, on two cores
+    "reward.num_workers=1",  # one reward-loop process, not eight
+    "data.dataloader_num_workers=0",  # the task runner loads the four rows itself, not in eight processes
     "data.max_prompt_length=64",
     "data.max_response_length=48",
     "data.filter_overlong_prompts=false",
@@ -98,9 +101,10 @@ def policy_and_data(tiny_model_dir: str, tmp_path_factory: pytest.TempPathFactor
     labels[:, : len(prompt)] = -100
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
-    for _ in range(300):
+    floor = math.log(2) / int((labels[0] != -100).sum())  # the last digit stays a coin flip between the two
+    for _ in range(500):
         loss = model(input_ids=ids, labels=labels).loss
-        if loss.item() < 0.03:  # about ln 2 over the answers' ~30 tokens: only the last digit is left open
+        if loss.item() < floor + 1e-3:  # a sampled answer then strays with a probability of about 3%
             break
         loss.backward()
         optimizer.step()
@@ -214,7 +218,7 @@ def test_the_recipe_trains_syncs_checkpoints_and_resumes_through_verls_controlle
     assert all(steps[step]["ccapo/policy_lag_steps"] == 0.0 for step in (1, 2))
     assert sorted(os.listdir(run / "sync")) == ["ccapo_policy_update_1"]
     served = httpx.get(f"http://127.0.0.1:{cluster['http_port']}/v1/model", timeout=30).json()
-    assert served["id"] == str(run / "sync" / "ccapo_policy_update_1"), served
+    assert served["id"] == "ccapo_policy_update_1/huggingface", served  # named from the scorer's model root
     # The rows were scored, and the weighted loss is not the uniform one: tokens of the same completion
     # got different weights where the advantages are not zero.
     for step in (1, 2):
