@@ -1,11 +1,11 @@
 """Policy sync folders are deleted however their swaps end: live late, failed or superseded.
 
 verl's actor writes each push to a new folder under `sync_dir` (`ccapo_policy_update_N`); a real
-scoring server on loopback loads each one 2 s slower than the trainer waits (`swap_wait_s` 0.1),
+scoring server on loopback loads each one 1 s slower than the trainer waits (`swap_wait_s` 0.1),
 so every swap is pending first. Only the folder the scorer serves and one still loading may stay.
 The actor ranks' HF export (verl's engine, tested with verl's own classes elsewhere) is stood in
 for by a copy of the tiny llama's HF folder where the export goes, or a folder no loader can read.
-Cost: one server start and five 2 s loads.
+Cost: one server start and five 1 s loads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ccapo_adapters.verl_trainer import sync_policy
 from scoring_server import READY_TIMEOUT_S, spawn_server, wait_ready
 from slow_swaps import slow_sync_config, wait_until_live
 
-LOAD_S = 2.0
+LOAD_S = 1.0
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_only_the_served_and_the_loading_folders_stay(slow_url, tiny_model_dir, 
     def folders() -> list[int]:
         return sorted(int(name.removeprefix(SYNC_PREFIX)) for name in os.listdir(sync_dir))
 
-    assert sync_policy(trainer, provider, 0) is False  # pending: the scorer loads it for 2 s
+    assert sync_policy(trainer, provider, 0) is False  # pending: the scorer loads it for LOAD_S
     assert sync_policy(trainer, provider, 1) is False and folders() == [0]  # nothing written over it
     wait_until_live(provider)  # live late, after swap_wait_s
     assert sync_policy(trainer, provider, 2) is False and folders() == [0, 2]  # served, loading
