@@ -45,7 +45,7 @@ from scoring_server import ADMIN_KEY, main_python
 ROOT = Path(__file__).resolve().parents[4]
 SCRIPT = ROOT / "examples" / "verl" / "run_gsm8k_grpo.sh"
 QUESTION = "Q: What is 4 * 6 - 3?"
-# Two answers to one question, one right: the policy learns both, so each group has rewards 1 and 0.
+# Two answers to one question, one right: the policy learns both, so a group almost always has rewards 1 and 0.
 ANSWERS = [COMPLETIONS[1], COMPLETIONS[1].replace("#### 21", "#### 20")]
 TEMPERATURE = 0.5  # the rollout's: sharp enough that a briefly taught policy rarely strays, the last digit a coin flip
 RUN = (
