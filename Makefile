@@ -109,7 +109,7 @@ openapi-client-env: $(OPENAPI_STAMP)
 # The authors' released code (aligntune 0.1.28, the paper's CounterfactualGRPOTrainer) pins trl==1.7.1 and pulls
 # CUDA-only and unrelated packages: its own environment, aligntune without its dependencies, plus what its
 # counterfactual functions import (trl 1.7.1, peft, datasets) and ccapo itself, for the parity test and
-# bench/paper_parity.py. httpx: tests/conftest.py's live server.
+# `python -m bench.paper_parity`. httpx: tests/conftest.py's live server.
 ALIGNTUNE_VENV := .venv-aligntune
 ALIGNTUNE_STAMP := $(ALIGNTUNE_VENV)/.installed
 $(ALIGNTUNE_STAMP): pyproject.toml

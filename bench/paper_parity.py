@@ -1,7 +1,7 @@
 """ccapo beside the authors' released code (aligntune 0.1.28) on the same token ids.
 
-    .venv-aligntune/bin/python bench/paper_parity.py            # the table in docs/method.md
-    .venv-aligntune/bin/python bench/paper_parity.py --traces 4 # the bundled examples only
+    .venv-aligntune/bin/python -m bench.paper_parity            # the tables in docs/method.md
+    .venv-aligntune/bin/python -m bench.paper_parity --traces 4 # the bundled examples only
 
 Needs the `aligntune` package (`make aligntune-env` builds .venv-aligntune). Ten GSM8K-style traces (the
 four bundled examples and six gold `gsm_symbolic` solutions: single line breaks, decimals, `%`, `x`,
@@ -11,7 +11,9 @@ through the authors' `compute_batched_counterfactual_importance` and `compute_so
 under two configurations: the "aligntune" preset, and ccapo's own rules with the paper's pad
 intervention and weight scheme (`configs/paper.yaml`). Per configuration and trace it reports
 whether the spans and the answer start are the authors', the largest drop difference on shared
-spans, the token-weight correlation with the authors' and the mean weights.
+spans, the token-weight correlation with the authors', whether the highest-weighted reasoning token
+is one of theirs, and the mean weights; ccapo's default (`delete`, the mean-1 `normalized` scheme)
+is shown beside them. A second table (bench/paper_rules.py) swaps one rule at a time.
 tests/paper/test_aligntune_parity.py holds the preset to the authors' numbers with the same code.
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from bench import paper_rules
 from ccapo import Scorer, ScoringConfig
 from ccapo.examples import load_examples
 from ccapo.gsm import gsm_traces
@@ -36,7 +39,8 @@ from ccapo.models import ensure_default_model
 AUTHORS_WEIGHTS = {"boost_factor": 4.0, "min_weight": 0.5, "answer_weight": 1.5, "enable_gradient_conservation": False}
 CONFIGS = {
     "preset": ScoringConfig(preset="aligntune"),
-    "ccapo paper.yaml": ScoringConfig(segmenter="calc", intervention="pad", weights={"scheme": "paper"}),
+    "ccapo paper.yaml": paper_rules.OURS,
+    "ccapo default": ScoringConfig(),
 }
 
 
@@ -118,9 +122,7 @@ def authors(module: Any, model: Any, tokenizer: PreTrainedTokenizerBase, trace: 
 
 
 def ccapo_side(scorer: Scorer, traces: Sequence[IdTrace], config: ScoringConfig) -> list[Outcome]:
-    results = scorer.score(
-        [{"prompt_ids": t.prompt_ids, "completion_ids": t.completion_ids} for t in traces], config
-    )
+    results = scorer.score([{"prompt_ids": t.prompt_ids, "completion_ids": t.completion_ids} for t in traces], config)
     return [
         Outcome(
             [(s.token_start, s.token_end) for s in r.spans],
@@ -139,19 +141,47 @@ def load(model_dir: str | None = None) -> tuple[Any, PreTrainedTokenizerBase]:
 
 
 def compare(theirs: Outcome, ours: Outcome) -> dict[str, Any]:
+    """How far `ours` is from the authors' `theirs` on one trace. "top" says whether our highest-weighted
+    reasoning token is one of theirs (None where their reasoning weights are flat: no span to find)."""
     shared = {span: drop for span, drop in zip(ours.spans, ours.drops, strict=True)}
     drop_diffs = [abs(shared[s] - d) for s, d in zip(theirs.spans, theirs.drops, strict=True) if s in shared]
     a, b = np.asarray(theirs.weights), np.asarray(ours.weights)
     corr = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float(np.allclose(a, b))
+    reasoning = slice(0, theirs.answer_start)
+    top = None
+    if a[reasoning].size and a[reasoning].max() - a[reasoning].min() > 1e-6:
+        top = bool(a[reasoning][b[reasoning].argmax()] >= a[reasoning].max() - 1e-6)
     return {
         "spans": theirs.spans == ours.spans,
-        "answer": theirs.answer_start == ours.answer_start,
+        "answer": ours.answer_start is None or theirs.answer_start == ours.answer_start,
         "drop_diff": max(drop_diffs, default=0.0),
         "weight_diff": float(np.abs(a - b).max()),
         "corr": corr,
+        "top": top,
         "mean_theirs": float(a.mean()),
         "mean_ours": float(b.mean()),
     }
+
+
+def table(first: str, groups: dict[str, list[dict[str, Any]]]) -> None:
+    """One markdown row per group and per subset (all traces; those that end in end of turn)."""
+    print(
+        f"| {first} | traces | spans identical | answer start identical | max drop diff (shared spans) "
+        "| max weight diff | weight corr. mean (min) | top token theirs | mean weight, authors / ccapo |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rows in groups.items():
+        for label, pick in (("all", rows), ("with end of turn", rows[1::2])):
+            n = len(pick)
+            spans, answers = sum(r["spans"] for r in pick), sum(r["answer"] for r in pick)
+            tops = [r["top"] for r in pick if r["top"] is not None]
+            print(
+                f"| {name} | {label} ({n}) | {spans}/{n} | {answers}/{n} "
+                f"| {max(r['drop_diff'] for r in pick):.1e} | {max(r['weight_diff'] for r in pick):.2f} "
+                f"| {np.mean([r['corr'] for r in pick]):.2f} ({min(r['corr'] for r in pick):.2f}) "
+                f"| {sum(tops)}/{len(tops)} "
+                f"| {np.mean([r['mean_theirs'] for r in pick]):.2f} / {np.mean([r['mean_ours'] for r in pick]):.2f} |"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -164,20 +194,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     traces = parity_traces(tokenizer, args.traces)
     theirs = [authors(module, model, tokenizer, t) for t in traces]
     scorer = Scorer(model, tokenizer)
-    print("| configuration | traces | spans identical | answer start identical | max drop diff (shared spans) "
-          "| max weight diff | weight corr. mean (min) | mean weight, authors / ccapo |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, config in CONFIGS.items():
-        rows = [compare(t, o) for t, o in zip(theirs, ccapo_side(scorer, traces, config), strict=True)]
-        for label, pick in (("all", rows), ("with end of turn", rows[1::2])):
-            n = len(pick)
-            spans, answers = sum(r["spans"] for r in pick), sum(r["answer"] for r in pick)
-            print(
-                f"| {name} | {label} ({n}) | {spans}/{n} | {answers}/{n} "
-                f"| {max(r['drop_diff'] for r in pick):.1e} | {max(r['weight_diff'] for r in pick):.2f} "
-                f"| {np.mean([r['corr'] for r in pick]):.2f} ({min(r['corr'] for r in pick):.2f}) "
-                f"| {np.mean([r['mean_theirs'] for r in pick]):.2f} / {np.mean([r['mean_ours'] for r in pick]):.2f} |"
-            )
+    configured = {name: ccapo_side(scorer, traces, config) for name, config in CONFIGS.items()}
+    table("configuration", {n: [compare(t, o) for t, o in zip(theirs, r, strict=True)] for n, r in configured.items()})
+
+    print("\nOne rule at a time: the authors' segmenter, answer window, mask token and weight mapping, one of them")
+    print("swapped for ccapo's (bench/paper_rules.py)\n")
+    mixed = paper_rules.rows(scorer, traces)
+    # The row with all four of ccapo's choices recombines what ccapo's own path computes: it must agree.
+    pairs = zip(mixed[paper_rules.ALL_OURS], configured["ccapo paper.yaml"], strict=True)
+    gap = max(np.abs(np.subtract(m.weights, o.weights)).max() for m, o in pairs)
+    if gap > 1e-4:
+        raise SystemExit(f"the recombined row is {gap:.1e} from ccapo's own weights: bench/paper_rules.py is wrong")
+    table(
+        "ccapo's rule for",
+        {
+            name: [compare(t, Outcome(m.spans, None, m.drops, m.weights)) for t, m in zip(theirs, rows, strict=True)]
+            for name, rows in mixed.items()
+        },
+    )
 
 
 if __name__ == "__main__":

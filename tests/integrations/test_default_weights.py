@@ -8,19 +8,15 @@ fixtures (`ccapo score` loads the model itself).
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 
-import httpx
 import pytest
-from ccapo_adapters import CounterfactualConfig, WeightProvider
+from ccapo_adapters import CounterfactualConfig
 from ccapo_adapters.config import DEFAULT_SCHEME
 from ccapo_trainer.config import TrainConfig
-from ccapo_trainer.weighting import weight_provider
+from every_entry_point import weights_everywhere
 
-from ccapo import Scorer, ScoringConfig, WeightConfig
-from ccapo.cli import main as ccapo_main
+from ccapo import ScoringConfig, WeightConfig
 
 PROMPT = "A box holds 12 muffins. How many muffins are in 11 boxes?"
 COMPLETION = "Let me think about the boxes.\nEach box holds 12, so 11 × 12 = 132 muffins.\n#### 132"
@@ -43,26 +39,10 @@ def test_the_default_scheme_is_the_training_one_everywhere():
 def test_library_cli_server_trainer_and_adapter_give_the_same_default_weights(
     trace, llama, tokenizer, tiny_model_dir: str, server_url: str, tmp_path: Path
 ):
-    library = Scorer(llama, tokenizer).score([trace])[0]
+    library, elsewhere = weights_everywhere(trace, llama, tokenizer, tiny_model_dir, server_url, tmp_path)
     assert library.status == "ok" and library.spans
-
-    traces, scored = tmp_path / "traces.jsonl", tmp_path / "scored.jsonl"
-    traces.write_text(json.dumps(trace) + "\n")
-    assert ccapo_main(["score", str(traces), "--model", tiny_model_dir, "-o", str(scored)]) == 0
-    cli = json.loads(scored.read_text())["token_weights"]
-
-    response = httpx.post(f"{server_url}/v1/importance", json={"traces": [trace]}, timeout=60)
-    http = response.raise_for_status().json()["results"][0]["token_weights"]
-
-    rows = ([trace["prompt_ids"]], [trace["completion_ids"]])
-    trainer = weight_provider(TrainConfig(), llama, tokenizer).weights(*rows).weights[0].tolist()
-    with warnings.catch_warnings():  # the remote adapter warns that nothing syncs its scorer: not the point here
-        warnings.simplefilter("ignore")
-        adapter_provider = WeightProvider.create(CounterfactualConfig(provider="remote", server_url=server_url))
-    adapter = adapter_provider.weights(*rows).weights[0].tolist()
-
     expected = library.token_weights
     assert sum(expected) / len(expected) == pytest.approx(1.0)  # the training scheme: mean 1
     assert max(expected) > min(expected)  # and the trace's spans moved the weights
-    for name, weights in {"cli": cli, "http": http, "trainer": trainer, "adapter": adapter}.items():
+    for name, weights in elsewhere.items():
         assert weights == pytest.approx(expected, abs=1e-4), name

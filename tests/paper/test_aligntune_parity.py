@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from tiny_models import TINY  # noqa: E402
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
+from bench import paper_rules  # noqa: E402
 from bench.paper_parity import AUTHORS_WEIGHTS, IdTrace, authors, ccapo_side, parity_traces  # noqa: E402
 from ccapo import Scorer, ScoringConfig  # noqa: E402
 from ccapo.models import ensure_default_model  # noqa: E402
@@ -77,3 +78,20 @@ def test_the_inverted_control_is_the_authors_inverted_mode(setup) -> None:
             importance, prompt_len, tokenizer=tokenizer, input_ids=ids, **AUTHORS_WEIGHTS
         )
         np.testing.assert_allclose(mine.weights, weights[prompt_len:], atol=TOLERANCE, err_msg=trace.name)
+
+
+def test_one_rule_at_a_time_recombines_both_sides(setup) -> None:
+    """bench/paper_rules.py: with no rule swapped it is the preset, with all four ccapo's own rules, and a
+    row that swaps the segmenter probes ccapo's spans (its table in docs/method.md rests on this)."""
+    _, _, traces, scorer = setup
+    picked = traces[:6]
+    mixed = paper_rules.rows(scorer, picked)
+    for name, config in ((paper_rules.PRESET_ROW, PRESET), (paper_rules.ALL_OURS, paper_rules.OURS)):
+        for row, direct in zip(mixed[name], ccapo_side(scorer, picked, config), strict=True):
+            assert row.spans == direct.spans, name
+            np.testing.assert_allclose(row.drops, direct.drops, atol=TOLERANCE, err_msg=name)
+            np.testing.assert_allclose(row.weights, direct.weights, atol=TOLERANCE, err_msg=name)
+    ours = ccapo_side(scorer, picked, paper_rules.OURS)
+    assert [row.spans for row in mixed["the segmenter"]] == [o.spans for o in ours]
+    assert any(a.spans != b.spans for a, b in zip(ours, mixed[paper_rules.PRESET_ROW], strict=True))
+    assert [row.spans for row in mixed["the mask token"]] == [row.spans for row in mixed[paper_rules.PRESET_ROW]]
