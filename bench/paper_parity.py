@@ -50,6 +50,9 @@ class IdTrace:
     prompt_ids: list[int]
     completion_ids: list[int]
 
+    def as_trace(self) -> dict[str, list[int]]:
+        return {"prompt_ids": self.prompt_ids, "completion_ids": self.completion_ids}
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -122,7 +125,7 @@ def authors(module: Any, model: Any, tokenizer: PreTrainedTokenizerBase, trace: 
 
 
 def ccapo_side(scorer: Scorer, traces: Sequence[IdTrace], config: ScoringConfig) -> list[Outcome]:
-    results = scorer.score([{"prompt_ids": t.prompt_ids, "completion_ids": t.completion_ids} for t in traces], config)
+    results = scorer.score([t.as_trace() for t in traces], config)
     return [
         Outcome(
             [(s.token_start, s.token_end) for s in r.spans],
@@ -199,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print("\nOne rule at a time: the authors' segmenter, answer window, mask token and weight mapping, one of them")
     print("swapped for ccapo's (bench/paper_rules.py)\n")
-    mixed = paper_rules.rows(scorer, traces)
+    mixed = paper_rules.rows(scorer, [t.as_trace() for t in traces])
     # The row with all four of ccapo's choices recombines what ccapo's own path computes: it must agree.
     pairs = zip(mixed[paper_rules.ALL_OURS], configured["ccapo paper.yaml"], strict=True)
     gap = max(np.abs(np.subtract(m.weights, o.weights)).max() for m, o in pairs)

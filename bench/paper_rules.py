@@ -11,11 +11,11 @@ the weights. The rows run on ccapo's engine, which the preset row holds to the a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ccapo import Scorer, ScoringConfig, WeightConfig
-from ccapo.aligntune import Plan, Span
+from ccapo.aligntune import Plan, Span, mask_id
 from ccapo.jobs import EngineJob
 from ccapo.prepared import PreparedTrace
 from ccapo.weights import compute_token_weights
@@ -41,9 +41,9 @@ class Parts:
     """One side's four choices for one trace, completion-relative."""
 
     spans: tuple[tuple[int, int, str], ...]  # token start, end, kind
-    window: tuple[int, int]  # scored answer tokens [start, end)
+    window: tuple[int, int]  # scored answer tokens [start, end); empty: the side cannot score the trace
     reasoning_end: int  # spans end by here: the authors' marker token is in neither
-    mask: int  # the masked tokens' id (-1: none, the side cannot score the trace)
+    mask: int  # the masked tokens' id
 
 
 @dataclass(frozen=True)
@@ -55,21 +55,20 @@ class Mixed:
     weights: list[float]
 
 
-def rows(scorer: Scorer, traces: Sequence[object]) -> dict[str, list[Mixed]]:
-    """Every row of ROWS for `traces` (IdTrace, from bench/paper_parity.py), scored in one engine call."""
-    as_dicts = [{"prompt_ids": t.prompt_ids, "completion_ids": t.completion_ids} for t in traces]
-    theirs = scorer.prepare(as_dicts, ScoringConfig(preset="aligntune"))
-    ours = scorer.prepare(as_dicts, OURS)
-    ours_mask = scorer.placeholder_id(None)
-    plans = [_authors_parts(p) for p in theirs]
-    mine = [_ccapo_parts(p, ours_mask) for p in ours]
+def rows(scorer: Scorer, traces: Sequence[Mapping[str, list[int]]]) -> dict[str, list[Mixed]]:
+    """Every row of ROWS for `traces` (prompt_ids and completion_ids each), scored in one engine call."""
+    theirs = scorer.prepare(traces, ScoringConfig(preset="aligntune"))
+    ours = scorer.prepare(traces, OURS)
+    their_mask, our_mask = mask_id(scorer.tokenizer), scorer.placeholder_id(None)
+    plans = [_authors_parts(p, their_mask) for p in theirs]
+    mine = [_ccapo_parts(p, our_mask) for p in ours]
 
     planned: list[tuple[str, int, Parts, bool]] = []
     jobs: list[EngineJob] = []
     for name, swapped in ROWS.items():
         for k, trace in enumerate(traces):
             parts = _mix(plans[k][1], mine[k], swapped)
-            job = _job(trace.prompt_ids, trace.completion_ids, parts)
+            job = _job(trace["prompt_ids"], trace["completion_ids"], parts)
             planned.append((name, k, parts, job is not None))
             jobs += [job] if job is not None else []
     scores = iter(scorer.compute(jobs))
@@ -85,11 +84,11 @@ def rows(scorer: Scorer, traces: Sequence[object]) -> dict[str, list[Mixed]]:
     return out
 
 
-def _authors_parts(prepared: PreparedTrace) -> tuple[Plan, Parts]:
+def _authors_parts(prepared: PreparedTrace, mask: int) -> tuple[Plan, Parts]:
     plan = prepared.plan
-    mask = prepared.job.placeholder if prepared.job else -1
     spans = tuple((s.start, s.end, s.kind) for s in plan.spans)
-    return plan, Parts(spans, (plan.reasoning_end + 1, plan.n_tokens), plan.reasoning_end, mask)
+    window = (plan.reasoning_end + 1, plan.n_tokens) if plan.marker else (plan.n_tokens, plan.n_tokens)
+    return plan, Parts(spans, window, plan.reasoning_end, mask)
 
 
 def _ccapo_parts(prepared: PreparedTrace, mask: int) -> Parts:
@@ -107,7 +106,7 @@ def _mix(authors: Parts, ccapo: Parts, swapped: frozenset[str]) -> Parts:
 
 def _job(prompt_ids: list[int], completion_ids: list[int], parts: Parts) -> EngineJob | None:
     start, end = parts.window
-    if not parts.spans or end <= start or parts.mask < 0:
+    if not parts.spans or end <= start:
         return None
     offset = len(prompt_ids)
     return EngineJob(

@@ -185,21 +185,21 @@ def prepare(
     answer = AnswerRegion(start, len(completion), p.reasoning_end, p.n_tokens, completion[start:], p.marker)
     if p.n_tokens - 1 - p.reasoning_end <= 0:
         return Prepared(p, (), answer, None, "no answer token after the marker token, which is not scored")
-    mask = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     offset = len(prompt_ids)
     job = EngineJob(
         ids=list(prompt_ids) + list(completion_ids),
         answer_start=offset + p.reasoning_end + 1,
         spans=[(offset + s.token_start, offset + s.token_end) for s in spans],
         intervention="pad",
-        placeholder=mask,
-        estimator=config.estimator,
-        refine_budget=config.refine_budget,
-        horizon_window=config.horizon_window,
-        horizon_tail=config.horizon_tail,
-        horizon_verify=config.horizon_verify,
+        placeholder=mask_id(tokenizer),
+        **config.estimator_settings(),
     )
     return Prepared(p, spans, answer, job, None)
+
+
+def mask_id(tokenizer: Any) -> int:
+    """Their mask: the pad id, else the end-of-sequence id."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def plan(tokenizer: Any, completion_ids: Sequence[int], config: Any) -> Plan:

@@ -133,3 +133,13 @@ class ScoringConfig(BaseModel):
                 stacklevel=2,
             )
         return self
+
+    def estimator_settings(self) -> dict[str, Any]:
+        """The fields an `EngineJob` takes from this config: how its drops are estimated."""
+        return {
+            "estimator": self.estimator,
+            "refine_budget": self.refine_budget,
+            "horizon_window": self.horizon_window,
+            "horizon_tail": self.horizon_tail,
+            "horizon_verify": self.horizon_verify,
+        }

@@ -296,11 +296,7 @@ class Scorer:
             spans=[(offset + s.token_start, offset + s.token_end) for s in spans],
             intervention=config.intervention,
             placeholder=placeholder,
-            estimator=config.estimator,
-            refine_budget=config.refine_budget,
-            horizon_window=config.horizon_window,
-            horizon_tail=config.horizon_tail,
-            horizon_verify=config.horizon_verify,
+            **config.estimator_settings(),
         )
         if config.estimator == "gradient" and (reason := gradient_unsupported(self.model, job)) is not None:
             raise TraceError(index, reason)

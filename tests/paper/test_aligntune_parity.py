@@ -85,7 +85,7 @@ def test_one_rule_at_a_time_recombines_both_sides(setup) -> None:
     row that swaps the segmenter probes ccapo's spans (its table in docs/method.md rests on this)."""
     _, _, traces, scorer = setup
     picked = traces[:6]
-    mixed = paper_rules.rows(scorer, picked)
+    mixed = paper_rules.rows(scorer, [t.as_trace() for t in picked])
     for name, config in ((paper_rules.PRESET_ROW, PRESET), (paper_rules.ALL_OURS, paper_rules.OURS)):
         for row, direct in zip(mixed[name], ccapo_side(scorer, picked, config), strict=True):
             assert row.spans == direct.spans, name
