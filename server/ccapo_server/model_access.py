@@ -64,6 +64,20 @@ def choose_model(spec: str, settings: ServerSettings) -> tuple[str, str]:
     raise ApiError("invalid_request", f"model: {spec!r} does not exist under the allowed model roots")
 
 
+def startup_name(source: str | None, settings: ServerSettings) -> str | None:
+    """The public name of the model the server starts with when it lies under a model root: its path
+    relative to that root, as a swapped-in model is named. None: not under a root (its name stays as
+    the operator gave it)."""
+    if not source:
+        return None
+    try:
+        found = Path(source).expanduser().resolve()
+        roots = [root.expanduser().resolve() for root in settings.model_roots]
+    except (OSError, RuntimeError):
+        return None
+    return next((str(found.relative_to(root)) for root in roots if found.is_relative_to(root) and found != root), None)
+
+
 def _check_inside(model: Path, roots: list[Path]) -> None:
     """Every file (and linked directory) of a local model must resolve inside a root: loading reads them all."""
     entries = [model]

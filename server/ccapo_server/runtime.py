@@ -10,6 +10,7 @@ from ccapo import Scorer
 from ccapo.examples import load_examples
 from ccapo_server.errors import ApiError
 from ccapo_server.metrics import Metrics
+from ccapo_server.model_access import startup_name
 from ccapo_server.scheduler import Scheduler
 from ccapo_server.settings import ServerSettings
 from ccapo_server.swaps import Swaps, SwapStatus
@@ -123,6 +124,8 @@ class Runtime:
             logger.exception("could not load model %s", source or "(default)")
             self.load_error = f"the model failed to load: {err}"
             return
+        if scorer.model_id == source:  # named by its path on this machine, which clients would see
+            scorer.model_id = startup_name(source, self.settings) or source
         self._scheduler = Scheduler(scorer, scorer.model_id, self.settings, self.metrics)
         self._scheduler.start()
         logger.info("ready: %s on %s (%s)", scorer.model_id, scorer.model.device, scorer.model.dtype)

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from ccapo_server.model_access import startup_name
+from ccapo_server.settings import ServerSettings
 from live_server import spawn_server, start_server, wait_ready
 
 from ccapo.models import DEFAULT_MODEL
@@ -175,6 +177,13 @@ def test_readyz_shows_the_model_only_to_clients_with_the_key(server: str, model_
     assert keyless.status_code == 200 and keyless.json() == {"status": "ready"}
     keyed = httpx.get(f"{server}/readyz", headers=AS_USER).json()
     assert keyed["model"]["id"] and str(model_root) not in keyed["model"]["id"]
+
+
+def test_the_startup_model_is_named_relative_to_its_root_as_a_swapped_in_one_is(model_root: Path, tmp_path: Path):
+    settings = ServerSettings(model_roots=[model_root])
+    assert startup_name(str(model_root / "tiny-a"), settings) == "tiny-a"
+    assert startup_name(str(tmp_path), settings) is None  # outside the roots: the operator's name stays
+    assert startup_name("some-org/some-model", settings) is None and startup_name(None, settings) is None
 
 
 def test_swapping_to_the_default_model_keeps_its_name(server: str) -> None:
