@@ -15,6 +15,8 @@ from ccapo_adapters.verl_trainer import provider_from_config
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from ccapo import ScoringConfig
+
 RECIPE = Path(__file__).resolve().parents[4] / "examples" / "verl"
 OURS = {"hydra", "defaults", "counterfactual"}
 
@@ -94,14 +96,22 @@ def test_the_recipe_scores_through_the_ray_app_the_scorer_command_deploys():
     assert "worker_process_setup_hook" not in OmegaConf.to_yaml(config)  # the task runner registers ccapo
 
 
-def test_the_recipe_over_http_has_a_working_provider(server_url, model_root):
-    config = recipe("counterfactual.provider=remote")
+def provider_over_http(server_url, model_root, *overrides: str):
+    config = recipe("counterfactual.provider=remote", *overrides)
     with open_dict(config):
         config.counterfactual.server_url = server_url
         config.counterfactual.admin_key = "admin"
         config.counterfactual.sync_dir = str(model_root / "recipe-sync")
-    provider = provider_from_config(config.counterfactual)  # checks the server, the scoring config and sync access
-    assert provider.config.sync_every == 10
+    return provider_from_config(config.counterfactual)  # checks the server, the scoring config and sync access
+
+
+def test_the_recipe_over_http_has_a_working_provider(server_url, model_root):
+    assert provider_over_http(server_url, model_root).config.sync_every == 10
+
+
+def test_the_authors_code_is_one_override_away(server_url, model_root):
+    provider = provider_over_http(server_url, model_root, "+counterfactual.scoring.preset=aligntune")
+    assert ScoringConfig.model_validate(provider.config.scoring_config()) == ScoringConfig(preset="aligntune")
 
 
 def test_the_entry_point_runs_ccapos_task_runner(monkeypatch):
